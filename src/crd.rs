@@ -1,0 +1,245 @@
+//! The `GroupDocsCredential` custom resource (`groupdocs.cloud/v1alpha1`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default token endpoint, as GroupDocs documents it.
+pub const DEFAULT_TOKEN_URL: &str = "https://api.groupdocs.cloud/connect/token";
+/// Annotation that forces one renewal per new value (like ESO's force-sync).
+pub const REFRESH_ANNOTATION: &str = "groupdocs.cloud/refresh-requested-at";
+
+/// A GroupDocs Cloud client whose access token the operator keeps fresh in a Secret.
+///
+/// The operator exchanges the client id and secret of `clientSecretRef` for a JWT with the
+/// OAuth 2.0 `client_credentials` grant, writes it into the target Secret, and renews it
+/// before it expires.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "groupdocs.cloud",
+    version = "v1alpha1",
+    kind = "GroupDocsCredential",
+    namespaced,
+    status = "GroupDocsCredentialStatus",
+    shortname = "gdc",
+    category = "groupdocs",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupDocsCredentialSpec {
+    /// The Secret, in the same namespace, that holds the GroupDocs client id and secret. It
+    /// must carry the label `groupdocs.cloud/client-credentials: "true"`.
+    pub client_secret_ref: ClientSecretRef,
+
+    /// Token endpoint. Must match one of the operator's allowed token URL prefixes.
+    #[serde(default = "default_token_url")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub token_url: String,
+
+    /// OAuth 2.0 scope, sent only when set (GroupDocs needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub scope: Option<String>,
+
+    /// The Secret the token is written to.
+    #[serde(default)]
+    pub target: TargetSecret,
+
+    /// How long before expiry the token is renewed, as a duration such as `1h`, `30m` or
+    /// `1h30m`. Default: when one third of the token's lifetime is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub renew_before: Option<String>,
+
+    /// Workloads in this namespace whose pods are restarted when the token changes, for
+    /// programs that read the token only at start-up. Takes effect only when the operator runs
+    /// with rollout restarts enabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+
+    /// Stop renewing. The token already in the Secret stays until it expires.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_token_url() -> String {
+    DEFAULT_TOKEN_URL.to_string()
+}
+
+/// Where the client credentials live.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRef {
+    /// Name of the Secret in the credential's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the client id in the Secret.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub client_id_key: String,
+    /// Key of the client secret in the Secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "client_id".to_string()
+}
+
+fn default_client_secret_key() -> String {
+    "client_secret".to_string()
+}
+
+/// The Secret that receives the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSecret {
+    /// Secret name. Default: `<metadata.name>-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Labels copied onto the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A workload whose pod template gets a restart annotation when the token changes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// Workload kind.
+    pub kind: WorkloadKind,
+    /// Workload name, in the credential's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload that can be restarted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Observed state, written only by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupDocsCredentialStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the token in the target Secret expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the token in the target Secret was obtained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+    /// When the operator plans to renew the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+    /// First 12 hex digits of the token's SHA-256: shows rotation without showing the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fingerprint: Option<String>,
+    /// When the last token request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// Failed token requests since the last success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
+    /// The endpoint answered 429: no token request for this client before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited_until: Option<Time>,
+    /// The last value of the `groupdocs.cloud/refresh-requested-at` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_request: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl GroupDocsCredential {
+    /// Name of the target Secret: `spec.target.name`, else `<metadata.name>-token`.
+    pub fn target_name(&self) -> String {
+        match &self.spec.target.name {
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => format!(
+                "{}-token",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The value of the force-refresh annotation, if any.
+    pub fn refresh_request(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(REFRESH_ANNOTATION)
+            .map(String::as_str)
+    }
+}
+
+/// The CRD as YAML, as `groupdocs-token-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = GroupDocsCredential::crd();
+    serde_yaml_ng::to_string(&crd).expect("the CRD serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_defaults_follow_the_design() {
+        let spec: GroupDocsCredentialSpec =
+            serde_json::from_value(serde_json::json!({"clientSecretRef": {"name": "c"}})).unwrap();
+        assert_eq!(spec.token_url, DEFAULT_TOKEN_URL);
+        assert_eq!(spec.client_secret_ref.client_id_key, "client_id");
+        assert_eq!(spec.client_secret_ref.client_secret_key, "client_secret");
+        assert!(!spec.suspend);
+        let cr = GroupDocsCredential::new("viewer", spec);
+        assert_eq!(cr.target_name(), "viewer-token");
+    }
+
+    #[test]
+    fn committed_crd_is_current() {
+        let committed = include_str!("../crds/groupdocs.cloud_groupdocscredentials.yaml");
+        assert!(
+            committed == crd_yaml(),
+            "crds/ is stale: run `make crds` and commit the result"
+        );
+    }
+
+    #[test]
+    fn crd_has_list_map_conditions_and_printer_columns() {
+        let yaml = crd_yaml();
+        assert!(yaml.contains("x-kubernetes-list-type: map"));
+        for col in ["Ready", "Reason", "Expires", "Age"] {
+            assert!(
+                yaml.contains(&format!("name: {col}")),
+                "missing printer column {col}"
+            );
+        }
+        assert!(yaml.contains("- gdc"));
+        assert!(yaml.contains("- groupdocs"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The one error type. Every variant is a condition reason, a metric label and an event
+//! reason, so a failure reads the same in `kubectl describe`, in status and in Prometheus.
+//! No variant ever holds a client secret or a token.
+
+use jiff::Timestamp;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("client Secret {name:?} not found in namespace {namespace:?}")]
+    SecretNotFound { namespace: String, name: String },
+
+    #[error(
+        "client Secret {name:?} lacks the label groupdocs.cloud/client-credentials=true that lets the operator read it; run: kubectl label secret {name} -n {namespace} groupdocs.cloud/client-credentials=true"
+    )]
+    SecretNotLabelled { namespace: String, name: String },
+
+    #[error("client Secret {name:?} has no non-empty key {key:?}")]
+    SecretKeyMissing { name: String, key: String },
+
+    #[error("the token endpoint rejected the client credentials: {detail}")]
+    InvalidClient { detail: String, retry_at: Timestamp },
+
+    #[error("rate limited: {detail}; next token request not before {until}")]
+    RateLimited { detail: String, until: Timestamp },
+
+    #[error("token endpoint unavailable: {detail}")]
+    TokenEndpointUnavailable { detail: String, retry_at: Timestamp },
+
+    #[error("invalid token response: {detail}")]
+    InvalidTokenResponse { detail: String, retry_at: Timestamp },
+
+    #[error("token URL {url:?} is not allowed: {detail}")]
+    TokenUrlNotAllowed { url: String, detail: String },
+
+    #[error(
+        "Secret {name:?} already exists and is not owned by this GroupDocsCredential; delete it or choose another spec.target.name"
+    )]
+    TargetConflict { name: String },
+
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    #[error("Kubernetes API error: {0}")]
+    KubeApi(String),
+}
+
+impl Error {
+    /// The condition reason (PascalCase), also used as metric label and event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::SecretNotLabelled { .. } => "SecretNotLabelled",
+            Error::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Error::InvalidClient { .. } => "InvalidClient",
+            Error::RateLimited { .. } => "RateLimited",
+            Error::TokenEndpointUnavailable { .. } => "TokenEndpointUnavailable",
+            Error::InvalidTokenResponse { .. } => "InvalidTokenResponse",
+            Error::TokenUrlNotAllowed { .. } => "TokenUrlNotAllowed",
+            Error::TargetConflict { .. } => "TargetConflict",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::KubeApi(_) => "KubernetesApiError",
+        }
+    }
+
+    /// True when only a person can fix it (the `Stalled` condition); false when retrying may.
+    pub fn is_stalled(&self) -> bool {
+        matches!(
+            self,
+            Error::SecretNotFound { .. }
+                | Error::SecretNotLabelled { .. }
+                | Error::SecretKeyMissing { .. }
+                | Error::InvalidClient { .. }
+                | Error::TokenUrlNotAllowed { .. }
+                | Error::TargetConflict { .. }
+                | Error::InvalidSpec(_)
+        )
+    }
+
+    /// The earliest time a token request may be retried, where the failure dictates one.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        match self {
+            Error::InvalidClient { retry_at, .. }
+            | Error::TokenEndpointUnavailable { retry_at, .. }
+            | Error::InvalidTokenResponse { retry_at, .. } => Some(*retry_at),
+            Error::RateLimited { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    /// True for failures of a token request (as opposed to configuration or Kubernetes).
+    pub fn is_token_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidClient { .. }
+                | Error::RateLimited { .. }
+                | Error::TokenEndpointUnavailable { .. }
+                | Error::InvalidTokenResponse { .. }
+        )
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::KubeApi(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_pascal_case_and_stalled_matches_design() {
+        let t = Timestamp::UNIX_EPOCH;
+        let all = [
+            Error::SecretNotFound {
+                namespace: "n".into(),
+                name: "s".into(),
+            },
+            Error::SecretNotLabelled {
+                namespace: "n".into(),
+                name: "s".into(),
+            },
+            Error::SecretKeyMissing {
+                name: "s".into(),
+                key: "k".into(),
+            },
+            Error::InvalidClient {
+                detail: "d".into(),
+                retry_at: t,
+            },
+            Error::RateLimited {
+                detail: "d".into(),
+                until: t,
+            },
+            Error::TokenEndpointUnavailable {
+                detail: "d".into(),
+                retry_at: t,
+            },
+            Error::InvalidTokenResponse {
+                detail: "d".into(),
+                retry_at: t,
+            },
+            Error::TokenUrlNotAllowed {
+                url: "u".into(),
+                detail: "d".into(),
+            },
+            Error::TargetConflict { name: "t".into() },
+            Error::InvalidSpec("x".into()),
+            Error::KubeApi("x".into()),
+        ];
+        for e in &all {
+            let r = e.reason();
+            assert!(
+                r.chars().next().unwrap().is_ascii_uppercase()
+                    && r.chars().all(|c| c.is_ascii_alphanumeric())
+            );
+        }
+        let stalled: Vec<_> = all
+            .iter()
+            .filter(|e| e.is_stalled())
+            .map(Error::reason)
+            .collect();
+        assert_eq!(
+            stalled,
+            [
+                "SecretNotFound",
+                "SecretNotLabelled",
+                "SecretKeyMissing",
+                "InvalidClient",
+                "TokenUrlNotAllowed",
+                "TargetConflict",
+                "InvalidSpec"
+            ]
+        );
+    }
+
+    #[test]
+    fn not_labelled_message_gives_the_kubectl_command() {
+        let e = Error::SecretNotLabelled {
+            namespace: "apps".into(),
+            name: "gd".into(),
+        };
+        assert!(
+            e.to_string().contains(
+                "kubectl label secret gd -n apps groupdocs.cloud/client-credentials=true"
+            )
+        );
+    }
+}

@@ -1,0 +1,749 @@
+//! The reconcile loop: CR -> client Secret -> token -> target Secret -> status.
+//!
+//! Level-triggered and idempotent: every reconcile recomputes what the target Secret and the
+//! status should be and writes only what differs, so a no-op reconcile sends no request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Predicate as _, predicates};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::conditions::{self, Facts, Outcome};
+use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::policy::TokenUrlPolicy;
+use crate::redact::Sensitive;
+use crate::schedule;
+use crate::target::{self, IssuedFor, MANAGED_BY, MANAGED_BY_LABEL, Ownership};
+use crate::token::broker::{Broker, Refused, Want};
+use crate::token::client::HttpTokenClient;
+use crate::token::{Token, TokenRequest};
+
+pub const FIELD_MANAGER: &str = "groupdocs-token-operator";
+/// Client Secrets opt in with this label; the operator watches (caches) only those.
+pub const CLIENT_CREDENTIALS_LABEL: &str = "groupdocs.cloud/client-credentials";
+
+/// Settings of the `run` command that the reconciler needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub policy: TokenUrlPolicy,
+    pub min_refresh_interval: SignedDuration,
+    /// Empty means all namespaces.
+    pub watch_namespaces: Vec<String>,
+    pub concurrency: u16,
+}
+
+/// What all reconciles share, whatever namespace they serve.
+pub struct Shared {
+    pub client: Client,
+    pub broker: Broker<HttpTokenClient>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        broker: Broker<HttpTokenClient>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Shared {
+            client,
+            broker,
+            metrics,
+            recorder,
+            settings,
+        }
+    }
+}
+
+/// One controller's view: the shared parts plus the caches of its watch scope.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub client_secrets: Store<Secret>,
+    pub owned_secrets: Store<Secret>,
+}
+
+/// What the reconcile established about the token, before status is computed.
+struct Synced {
+    /// The token in the target Secret, when it was issued for the current spec and client
+    /// Secret (it may have expired).
+    token: Option<Token>,
+    result: Result<Outcome<'static>, Refused>,
+    /// The force-refresh annotation value this reconcile acted on.
+    refresh_request: Option<String>,
+}
+
+/// Inputs resolved from the spec and the client Secret.
+struct Inputs {
+    request: TokenRequest,
+    issued_for: IssuedFor,
+    renew_before: Option<SignedDuration>,
+}
+
+pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let now = Timestamp::now();
+    let previous = cr.status.clone().unwrap_or_default();
+    let synced = sync(&cr, &ctx, &previous, now).await;
+    let status = next_status(
+        &cr,
+        &previous,
+        &synced,
+        now,
+        ctx.shared.settings.min_refresh_interval,
+    );
+    if status != previous {
+        write_status(&cr, &ctx, &status).await?;
+        publish_events(&cr, &ctx, &previous, &status, &synced).await;
+    }
+    let result = match &synced.result {
+        Ok(_) => "Ok",
+        Err(refused) => refused.error.reason(),
+    };
+    ctx.shared.metrics.reconciled(result, started.elapsed());
+    debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
+    Ok(next_action(&synced, &status, now))
+}
+
+/// Called when `reconcile` itself fails (only Kubernetes API errors while writing status).
+pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed");
+    ctx.shared
+        .metrics
+        .reconciled(error.reason(), Duration::ZERO);
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn sync(
+    cr: &GroupDocsCredential,
+    ctx: &Context,
+    previous: &GroupDocsCredentialStatus,
+    now: Timestamp,
+) -> Synced {
+    let fail = |error: Error| Synced {
+        token: None,
+        result: Err(Refused { error, sent: false }),
+        refresh_request: None,
+    };
+    let inputs = match resolve_inputs(cr, ctx).await {
+        Ok(inputs) => inputs,
+        Err(e) => return fail(e),
+    };
+    let existing = ctx
+        .owned_secrets
+        .get(&ObjectRef::new(&cr.target_name()).within(&namespace(cr)));
+    if target::ownership(existing.as_deref(), cr) == Ownership::Foreign {
+        return fail(Error::TargetConflict {
+            name: cr.target_name(),
+        });
+    }
+    let in_place = existing
+        .as_deref()
+        .and_then(|s| usable_token(s, &inputs, previous));
+    if cr.spec.suspend {
+        return Synced {
+            token: in_place,
+            result: Ok(Outcome::Suspended),
+            refresh_request: None,
+        };
+    }
+
+    let refresh_request = cr
+        .refresh_request()
+        .filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
+    let due = match &in_place {
+        None => true,
+        Some(token) => {
+            now >= refresh_time(
+                cr,
+                token,
+                inputs.renew_before,
+                ctx.shared.settings.min_refresh_interval,
+            )
+        }
+    };
+    let token = if refresh_request.is_some() || due {
+        if let Some(until) = previous
+            .rate_limited_until
+            .as_ref()
+            .map(|t| t.0)
+            .filter(|t| *t > now)
+        {
+            ctx.shared
+                .broker
+                .honour_pause(&inputs.request.url, &inputs.request.client_id, until);
+        }
+        let want = Want {
+            renew_before: inputs.renew_before,
+            issued_after: refresh_request.map(|_| now),
+            min_interval: ctx.shared.settings.min_refresh_interval,
+        };
+        match ctx.shared.broker.token(&inputs.request, want).await {
+            Ok(issued) => issued.token,
+            Err(refused) => {
+                return Synced {
+                    token: in_place,
+                    result: Err(refused),
+                    refresh_request: None,
+                };
+            }
+        }
+    } else {
+        in_place.clone().expect("not due implies a token in place")
+    };
+
+    let desired = target::render(cr, &token, &inputs.issued_for);
+    if let Err(error) = write_secret(cr, ctx, existing.as_deref(), &desired).await {
+        return Synced {
+            token: in_place,
+            result: Err(Refused { error, sent: false }),
+            refresh_request: None,
+        };
+    }
+    let outcome = match previous.token_fingerprint.as_deref() {
+        None => Outcome::Issued,
+        Some(fp) if fp != token.access_token.fingerprint() => Outcome::Renewed,
+        Some(_) => Outcome::Current,
+    };
+    Synced {
+        token: Some(token),
+        result: Ok(outcome),
+        refresh_request: refresh_request.map(str::to_owned),
+    }
+}
+
+/// Validates the spec and reads the client credentials.
+async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Inputs, Error> {
+    let spec = &cr.spec;
+    let renew_before = spec
+        .renew_before
+        .as_deref()
+        .map(schedule::parse_duration)
+        .transpose()
+        .map_err(|e| Error::InvalidSpec(format!("spec.renewBefore: {e}")))?;
+    validate_names(cr)?;
+    if let Some(scope) = &spec.scope
+        && scope.chars().any(|c| c.is_control())
+    {
+        return Err(Error::InvalidSpec(
+            "spec.scope contains control characters".into(),
+        ));
+    }
+    let url = ctx.shared.settings.policy.check(&spec.token_url)?;
+
+    let ns = namespace(cr);
+    let secret_name = &spec.client_secret_ref.name;
+    let secret = match ctx
+        .client_secrets
+        .get(&ObjectRef::new(secret_name).within(&ns))
+    {
+        Some(secret) => secret,
+        None => return Err(explain_missing_client_secret(ctx, &ns, secret_name).await),
+    };
+    let read = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::SecretKeyMissing {
+                name: secret_name.clone(),
+                key: key.to_string(),
+            })
+    };
+    let client_id = read(&spec.client_secret_ref.client_id_key)?;
+    let client_secret = Sensitive::new(read(&spec.client_secret_ref.client_secret_key)?);
+    let scope = spec.scope.clone().filter(|s| !s.is_empty());
+    Ok(Inputs {
+        issued_for: IssuedFor {
+            token_url: url.to_string(),
+            client_id: client_id.clone(),
+            scope: scope.clone(),
+            client_secret_version: secret.resource_version().unwrap_or_default(),
+        },
+        request: TokenRequest {
+            url: url.to_string(),
+            client_id,
+            client_secret,
+            scope,
+        },
+        renew_before,
+    })
+}
+
+fn validate_names(cr: &GroupDocsCredential) -> Result<(), Error> {
+    let target = cr.target_name();
+    if !is_dns_subdomain(&target) {
+        return Err(Error::InvalidSpec(format!(
+            "target Secret name {target:?} is not a valid Secret name (lowercase letters, digits, '-' and '.', at most 253)"
+        )));
+    }
+    let client = &cr.spec.client_secret_ref.name;
+    if !is_dns_subdomain(client) {
+        return Err(Error::InvalidSpec(format!(
+            "spec.clientSecretRef.name {client:?} is not a valid Secret name"
+        )));
+    }
+    if *client == target {
+        return Err(Error::InvalidSpec(format!(
+            "spec.clientSecretRef.name and the target Secret are both {target:?}; the token would overwrite the credentials"
+        )));
+    }
+    Ok(())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The client Secret is not in the cache of labelled Secrets: find out whether it is absent
+/// or only unlabelled, so the message can say what to do.
+async fn explain_missing_client_secret(ctx: &Context, ns: &str, name: &str) -> Error {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+    match api.get_metadata_opt(name).await {
+        Ok(Some(_)) => Error::SecretNotLabelled {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        Ok(None) => Error::SecretNotFound {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        Err(e) => Error::from(e),
+    }
+}
+
+/// The token in `secret`, if it is ours, was issued for these inputs and is the one status
+/// recorded (a token edited by hand is not trusted).
+fn usable_token(
+    secret: &Secret,
+    inputs: &Inputs,
+    previous: &GroupDocsCredentialStatus,
+) -> Option<Token> {
+    let (token, issued_for) = target::read_token(secret)?;
+    let untampered = previous
+        .token_fingerprint
+        .as_deref()
+        .is_none_or(|fp| fp == token.access_token.fingerprint());
+    (issued_for == inputs.issued_for && untampered).then_some(token)
+}
+
+fn refresh_time(
+    cr: &GroupDocsCredential,
+    token: &Token,
+    renew_before: Option<SignedDuration>,
+    min: SignedDuration,
+) -> Timestamp {
+    let seed = format!(
+        "{}/{}",
+        cr.uid().unwrap_or_default(),
+        token.access_token.fingerprint()
+    );
+    schedule::refresh_at(
+        token.issued_at,
+        token.expires_at,
+        renew_before,
+        schedule::jitter_for(&seed),
+        min,
+    )
+}
+
+/// Creates the target Secret or brings ours in line; never touches a Secret we do not own.
+async fn write_secret(
+    cr: &GroupDocsCredential,
+    ctx: &Context,
+    existing: Option<&Secret>,
+    desired: &Secret,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
+    let name = cr.target_name();
+    let existing = match existing {
+        Some(existing) => existing.clone(),
+        None => match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                desired,
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(credential = %cr.name_any(), secret = %name, "created target Secret");
+                return Ok(());
+            }
+            // Not in our cache: either foreign, or ours with the managed-by label stripped.
+            Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    match target::ownership(Some(&existing), cr) {
+        Ownership::Ours => {}
+        _ => return Err(Error::TargetConflict { name }),
+    }
+    if !target::needs_update(&existing, desired) {
+        return Ok(());
+    }
+    // The merged object carries the uid and resourceVersion we read: the update fails rather
+    // than overwrite a Secret that was replaced or changed meanwhile.
+    let merged = target::merge(&existing, desired);
+    api.replace(
+        &name,
+        &PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &merged,
+    )
+    .await?;
+    info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
+    Ok(())
+}
+
+fn next_status(
+    cr: &GroupDocsCredential,
+    previous: &GroupDocsCredentialStatus,
+    synced: &Synced,
+    now: Timestamp,
+    min_interval: SignedDuration,
+) -> GroupDocsCredentialStatus {
+    let outcome = match &synced.result {
+        Ok(Outcome::Issued) => Outcome::Issued,
+        Ok(Outcome::Renewed) => Outcome::Renewed,
+        Ok(Outcome::Suspended) => Outcome::Suspended,
+        Ok(_) => Outcome::Current,
+        Err(refused) => Outcome::Failed(&refused.error),
+    };
+    let facts = Facts {
+        generation: cr.metadata.generation,
+        token_expires_at: synced.token.as_ref().map(|t| t.expires_at),
+        outcome,
+        now,
+    };
+    let mut status = GroupDocsCredentialStatus {
+        observed_generation: cr.metadata.generation,
+        conditions: conditions::conditions(&previous.conditions, &facts),
+        last_refresh_request: synced
+            .refresh_request
+            .clone()
+            .or_else(|| previous.last_refresh_request.clone()),
+        ..previous.clone()
+    };
+    if let Some(token) = &synced.token {
+        status.expires_at = Some(Time(token.expires_at));
+        status.last_refresh_time = Some(Time(token.issued_at));
+        status.token_fingerprint = Some(token.access_token.fingerprint());
+        status.next_refresh_time = (!cr.spec.suspend).then(|| {
+            let renew_before = cr
+                .spec
+                .renew_before
+                .as_deref()
+                .and_then(|d| schedule::parse_duration(d).ok());
+            Time(refresh_time(cr, token, renew_before, min_interval))
+        });
+    } else {
+        status.next_refresh_time = None;
+    }
+    match &synced.result {
+        Ok(_) => {
+            status.failed_attempts = 0;
+            status.rate_limited_until = None;
+        }
+        Err(refused) => {
+            if refused.sent {
+                status.failed_attempts = previous.failed_attempts.saturating_add(1);
+                status.last_failure_time = Some(Time(now));
+            }
+            if let Error::RateLimited { until, .. } = &refused.error {
+                status.rate_limited_until = Some(Time(*until));
+            }
+        }
+    }
+    status
+}
+
+fn next_action(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timestamp) -> Action {
+    let until = |t: Timestamp| {
+        let d = t.duration_since(now).max(SignedDuration::from_secs(1));
+        Duration::try_from(d).unwrap_or(Duration::from_secs(1))
+    };
+    let expiry = synced
+        .token
+        .as_ref()
+        .map(|t| t.expires_at)
+        .filter(|t| *t > now);
+    let at = match &synced.result {
+        Ok(Outcome::Suspended) => expiry,
+        Ok(_) => status.next_refresh_time.as_ref().map(|t| t.0),
+        Err(refused) => {
+            let retry = refused.error.retry_at().unwrap_or_else(|| {
+                if refused.error.is_stalled() {
+                    now + SignedDuration::from_mins(5)
+                } else {
+                    now + SignedDuration::from_secs(5)
+                }
+            });
+            // Wake up at expiry too, so Ready turns False (TokenExpired) on time.
+            Some(expiry.map_or(retry, |e| e.min(retry)))
+        }
+    };
+    match at {
+        Some(t) => Action::requeue(until(t)),
+        None => Action::await_change(),
+    }
+}
+
+async fn write_status(
+    cr: &GroupDocsCredential,
+    ctx: &Context,
+    status: &GroupDocsCredentialStatus,
+) -> Result<(), Error> {
+    let api: Api<GroupDocsCredential> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
+    let patch = serde_json::json!({
+        "apiVersion": "groupdocs.cloud/v1alpha1",
+        "kind": "GroupDocsCredential",
+        "status": status,
+    });
+    api.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One event per change of outcome: issued, renewed, or a new failure reason.
+async fn publish_events(
+    cr: &GroupDocsCredential,
+    ctx: &Context,
+    previous: &GroupDocsCredentialStatus,
+    status: &GroupDocsCredentialStatus,
+    synced: &Synced,
+) {
+    let (type_, reason, note) = match &synced.result {
+        Ok(Outcome::Issued) if previous.token_fingerprint.is_none() => (
+            EventType::Normal,
+            "TokenIssued",
+            format!("token written to Secret {}", cr.target_name()),
+        ),
+        Ok(Outcome::Renewed) if previous.token_fingerprint != status.token_fingerprint => (
+            EventType::Normal,
+            "TokenRenewed",
+            format!(
+                "token in Secret {} renewed (fingerprint {})",
+                cr.target_name(),
+                status.token_fingerprint.clone().unwrap_or_default()
+            ),
+        ),
+        Err(refused)
+            if !previous
+                .conditions
+                .iter()
+                .any(|c| c.reason == refused.error.reason()) =>
+        {
+            (
+                EventType::Warning,
+                refused.error.reason(),
+                refused.error.to_string(),
+            )
+        }
+        _ => return,
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .shared
+        .recorder
+        .publish(&event, &cr.object_ref(&()))
+        .await
+    {
+        warn!(credential = %cr.name_any(), error = %e, "could not publish event");
+    }
+}
+
+fn namespace(cr: &GroupDocsCredential) -> String {
+    cr.namespace().unwrap_or_default()
+}
+
+/// Maps a client Secret to the credentials of its namespace that reference it.
+fn credentials_using(
+    crs: &Store<GroupDocsCredential>,
+    secret: &Secret,
+) -> Vec<ObjectRef<GroupDocsCredential>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    crs.state()
+        .iter()
+        .filter(|cr| cr.namespace() == ns && cr.spec.client_secret_ref.name == name)
+        .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+        .collect()
+}
+
+/// managedFields are a large share of every object and never read here: keep them out of the caches.
+fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// The stores a running controller reads, for readiness and metrics.
+#[derive(Clone)]
+pub struct Caches {
+    pub credentials: Store<GroupDocsCredential>,
+    pub client_secrets: Store<Secret>,
+    pub owned_secrets: Store<Secret>,
+}
+
+/// Runs one controller per watch scope (all namespaces, or each listed one) until `shutdown`.
+/// `on_caches` receives each scope's stores as soon as they exist.
+pub async fn run(
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_caches: impl Fn(Caches),
+) {
+    let scopes: Vec<Option<String>> = if shared.settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        shared
+            .settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let controllers = scopes.into_iter().map(|scope| {
+        let (controller, caches) = controller_for(shared.clone(), scope.as_deref());
+        on_caches(caches.clone());
+        let ctx = Arc::new(Context {
+            shared: shared.clone(),
+            client_secrets: caches.client_secrets,
+            owned_secrets: caches.owned_secrets,
+        });
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    debug!(error = %e, "controller event");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+}
+
+fn controller_for(
+    shared: Arc<Shared>,
+    scope: Option<&str>,
+) -> (Controller<GroupDocsCredential>, Caches) {
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Api<K> {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let client = &shared.client;
+    let (cr_reader, cr_writer) = reflector::store();
+    let crs = watcher(
+        api::<GroupDocsCredential>(client, scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(cr_writer)
+    .applied_objects()
+    // Our own status writes must not trigger reconciles: only spec (generation) and
+    // annotation (force refresh) changes do.
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+
+    let (owned_reader, owned_writer) = reflector::store();
+    let owned = watcher(
+        api::<Secret>(client, scope),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(owned_writer)
+    .touched_objects();
+
+    let (client_reader, client_writer) = reflector::store();
+    let client_secrets = watcher(
+        api::<Secret>(client, scope),
+        watcher::Config::default().labels(&format!("{CLIENT_CREDENTIALS_LABEL}=true")),
+    )
+    .default_backoff()
+    .modify(strip_managed_fields)
+    .reflect(client_writer)
+    .touched_objects();
+
+    let mapper_store = cr_reader.clone();
+    let controller = Controller::for_stream(crs, cr_reader.clone())
+        .owns_stream(owned)
+        .watches_stream(client_secrets, move |secret| {
+            credentials_using(&mapper_store, &secret)
+        })
+        .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
+    (
+        controller,
+        Caches {
+            credentials: cr_reader,
+            client_secrets: client_reader,
+            owned_secrets: owned_reader,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_validated() {
+        assert!(is_dns_subdomain("viewer-token"));
+        assert!(is_dns_subdomain("a.b-c"));
+        for bad in ["", "Upper", "-x", "x-", "a..b", "a_b", &"x".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! A real, local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager
+//! built from their Go modules by `make testbins`, started on free loopback ports.
+//!
+//! The same code backs `make cluster` (detached processes that outlive the launcher) and the
+//! Rust end-to-end tests ([`shared`]: one control plane per test binary, stopped when the test
+//! binary exits, even when it is killed).
+
+use std::fs;
+use std::io::{self, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod pki;
+
+/// Versions pinned for the whole test environment; `make testbins` builds exactly these.
+const VERSIONS: &str = include_str!("../../hack/testbins.env");
+
+/// Opt-in to run the end-to-end tests against the cluster in `$KUBECONFIG` instead.
+pub const EXISTING_CLUSTER_ENV: &str = "GDTO_E2E_EXISTING_CLUSTER";
+
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The Kubernetes version the environment is pinned to, e.g. `v1.36.3`.
+pub fn kubernetes_version() -> &'static str {
+    VERSIONS
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .expect("hack/testbins.env names K8S_VERSION")
+        .trim()
+}
+
+/// Where `make testbins` puts the binaries (`$TESTBINS_DIR` overrides).
+pub fn testbins_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TESTBINS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache
+        .join("groupdocs-token-operator/testbins")
+        .join(kubernetes_version())
+}
+
+/// Path of one test binary, or an error that says how to build it.
+pub fn testbin(name: &str) -> Result<PathBuf> {
+    let path = testbins_dir().join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: run `make testbins` (or set {EXISTING_CLUSTER_ENV}=1 with KUBECONFIG for an existing cluster)",
+            path.display()
+        ))
+    }
+}
+
+/// How the processes relate to the launching process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed with the launching process (tests). Uses `PR_SET_PDEATHSIG`.
+    Attached,
+    /// Own session, outlives the launcher (`make cluster`); stop with [`stop_detached`].
+    Detached,
+}
+
+/// A running control plane (or a handle on an existing cluster).
+pub struct ControlPlane {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    processes: Vec<Process>,
+    owns_dir: bool,
+}
+
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager under `dir`, which must be empty
+    /// or absent, and waits until the API server is ready and the default namespace exists.
+    pub fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+        let bins = [
+            testbin("etcd")?,
+            testbin("kube-apiserver")?,
+            testbin("kube-controller-manager")?,
+            testbin("kubectl")?,
+        ];
+        let pki = pki::write(&dir.join("pki")).map_err(|e| format!("certificates: {e}"))?;
+        let [etcd_port, etcd_peer_port, api_port] = free_ports();
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        fs::write(&kubeconfig, pki::kubeconfig(&pki, &server)).map_err(|e| e.to_string())?;
+
+        let mut cp = ControlPlane {
+            dir: dir.clone(),
+            kubeconfig,
+            processes: Vec::new(),
+            owns_dir: true,
+        };
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+        let mut etcd = Command::new(&bins[0]);
+        etcd.args([
+            "--data-dir",
+            &path_str(&dir.join("etcd")),
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("default={peer_url}"),
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ]);
+        cp.spawn("etcd", etcd, lifetime)?;
+
+        let p = |name: &str| path_str(&pki.dir.join(name));
+        let mut apiserver = Command::new(&bins[1]);
+        apiserver.args([
+            &format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={api_port}"),
+            &format!("--cert-dir={}", path_str(&dir.join("apiserver-certs"))),
+            &format!("--tls-cert-file={}", p("apiserver.crt")),
+            &format!("--tls-private-key-file={}", p("apiserver.key")),
+            &format!("--client-ca-file={}", p("ca.crt")),
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", p("sa.key")),
+            &format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local",
+            "--enable-priority-and-fairness=true",
+        ]);
+        cp.spawn("kube-apiserver", apiserver, lifetime)?;
+        cp.wait_ready(&bins[3])?;
+
+        let mut kcm = Command::new(&bins[2]);
+        kcm.args([
+            &format!("--kubeconfig={}", path_str(&cp.kubeconfig)),
+            &format!("--authentication-kubeconfig={}", path_str(&cp.kubeconfig)),
+            &format!("--authorization-kubeconfig={}", path_str(&cp.kubeconfig)),
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--controllers=*",
+            &format!("--service-account-private-key-file={}", p("sa.key")),
+            &format!("--root-ca-file={}", p("ca.crt")),
+            "--use-service-account-credentials=false",
+        ]);
+        cp.spawn("kube-controller-manager", kcm, lifetime)?;
+        Ok(cp)
+    }
+
+    /// A handle on the cluster in `$KUBECONFIG`; nothing is started or stopped.
+    pub fn existing() -> Result<Self> {
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{EXISTING_CLUSTER_ENV} is set but KUBECONFIG is not"))?;
+        Ok(ControlPlane {
+            dir: std::env::temp_dir(),
+            kubeconfig,
+            processes: Vec::new(),
+            owns_dir: false,
+        })
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `kubectl` (the one built with the control plane, else the one on PATH) bound to this cluster.
+    pub fn kubectl(&self) -> Command {
+        let bin = testbin("kubectl").unwrap_or_else(|_| PathBuf::from("kubectl"));
+        let mut cmd = Command::new(bin);
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// Runs kubectl with `args` and returns its stdout, or its stderr as the error.
+    pub fn kubectl_run(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .kubectl()
+            .args(args)
+            .output()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Process ids of the running components, by name.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name, p.child.id()))
+            .collect()
+    }
+
+    fn spawn(&mut self, name: &'static str, mut cmd: Command, lifetime: Lifetime) -> Result<()> {
+        let log =
+            fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        set_lifetime(&mut cmd, lifetime);
+        let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
+        fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())
+            .map_err(|e| e.to_string())?;
+        self.processes.push(Process { name, child });
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, kubectl: &Path) -> Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let ready = Command::new(kubectl)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .args(["get", "--raw", "/readyz", "--request-timeout=5s"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            let default_ns = ready
+                && Command::new(kubectl)
+                    .env("KUBECONFIG", &self.kubeconfig)
+                    .args(["get", "namespace", "default", "--request-timeout=5s"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+            if default_ns {
+                return Ok(());
+            }
+            let exited = self
+                .processes
+                .iter_mut()
+                .find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
+            if let Some((name, status)) = exited {
+                return Err(format!(
+                    "{name} exited with {status}\n{}",
+                    self.log_tail(name)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver not ready within {START_DEADLINE:?}\n{}",
+                    self.log_tail("kube-apiserver")
+                ));
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The last lines of a component's log, for failure messages.
+    pub fn log_tail(&self, name: &str) -> String {
+        let mut text = String::new();
+        let _ = fs::File::open(self.dir.join(format!("{name}.log")))
+            .and_then(|mut f| f.read_to_string(&mut text));
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- last lines of {name}.log ---\n{}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+
+    /// Stops every process (kube-controller-manager first, etcd last) and deletes the data.
+    pub fn stop(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            terminate(&mut p.child);
+        }
+        if self.owns_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+            self.owns_dir = false;
+        }
+    }
+
+    /// Leaves the processes running (detached mode) and forgets them.
+    pub fn detach(mut self) -> PathBuf {
+        self.processes.clear();
+        self.owns_dir = false;
+        self.kubeconfig.clone()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stops a control plane started with [`Lifetime::Detached`] from its pid files and removes `dir`.
+pub fn stop_detached(dir: &Path) -> Result<()> {
+    for name in ["kube-controller-manager", "kube-apiserver", "etcd"] {
+        let Ok(pid) = fs::read_to_string(dir.join(format!("{name}.pid"))) else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: plain syscalls on a pid we started; a stale pid simply fails with ESRCH.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while process_alive(pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+        if process_alive(pid) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(format!("remove {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); only our own children could be zombies here, and
+    // detached processes are reparented to init, which reaps them.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+static SHARED: OnceLock<std::result::Result<SharedControlPlane, String>> = OnceLock::new();
+
+/// What the tests see of the shared control plane.
+#[derive(Clone, Debug)]
+pub struct SharedControlPlane {
+    pub kubeconfig: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl SharedControlPlane {
+    pub fn kubectl(&self) -> Command {
+        let bin = testbin("kubectl").unwrap_or_else(|_| PathBuf::from("kubectl"));
+        let mut cmd = Command::new(bin);
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+}
+
+/// The control plane of this test binary, started on first use. With
+/// `GDTO_E2E_EXISTING_CLUSTER=1` it is the cluster in `$KUBECONFIG` instead.
+///
+/// The processes are started from a thread that lives as long as the test binary, with a
+/// parent-death signal, so they die with the binary however it ends; an `atexit` hook also
+/// stops them and removes their data on a normal exit.
+pub fn shared() -> &'static SharedControlPlane {
+    let result = SHARED.get_or_init(|| {
+        if std::env::var_os(EXISTING_CLUSTER_ENV).is_some_and(|v| v == "1") {
+            let cp = ControlPlane::existing()?;
+            return Ok(SharedControlPlane {
+                kubeconfig: cp.kubeconfig.clone(),
+                dir: cp.dir.clone(),
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::Builder::new()
+            .name("testenv-control-plane".into())
+            .spawn(move || {
+                let dir = std::env::temp_dir().join(format!("gdto-testenv-{}", std::process::id()));
+                let _ = fs::remove_dir_all(&dir);
+                match ControlPlane::start(&dir, Lifetime::Attached) {
+                    Ok(cp) => {
+                        let shared = SharedControlPlane {
+                            kubeconfig: cp.kubeconfig.clone(),
+                            dir: cp.dir.clone(),
+                        };
+                        *ATEXIT_PLANE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cp);
+                        unsafe { libc::atexit(stop_at_exit) };
+                        let _ = tx.send(Ok(shared));
+                        // PR_SET_PDEATHSIG fires when this thread ends: keep it alive forever.
+                        loop {
+                            thread::park();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv().map_err(|e| e.to_string())?
+    });
+    match result {
+        Ok(cp) => cp,
+        Err(e) => panic!("the test control plane did not start: {e}"),
+    }
+}
+
+static ATEXIT_PLANE: std::sync::Mutex<Option<ControlPlane>> = std::sync::Mutex::new(None);
+
+extern "C" fn stop_at_exit() {
+    if let Ok(mut guard) = ATEXIT_PLANE.lock()
+        && let Some(mut cp) = guard.take()
+    {
+        cp.stop();
+    }
+}
+
+fn set_lifetime(cmd: &mut Command, lifetime: Lifetime) {
+    use std::os::unix::process::CommandExt;
+    match lifetime {
+        Lifetime::Attached => unsafe {
+            cmd.pre_exec(|| {
+                // SAFETY: async-signal-safe syscall between fork and exec.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        },
+        Lifetime::Detached => {
+            cmd.process_group(0);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_ports<const N: usize>() -> [u16; N] {
+    // Hold every listener until all ports are chosen so that they differ.
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
