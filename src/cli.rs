@@ -69,11 +69,7 @@ pub struct RunArgs {
     #[arg(long, env = "GDTO_ALLOW_HTTP_LOOPBACK")]
     pub allow_http_loopback: bool,
     /// Namespace to watch (repeatable). Default: all namespaces.
-    #[arg(
-        long = "watch-namespace",
-        env = "GDTO_WATCH_NAMESPACE",
-        value_delimiter = ','
-    )]
+    #[arg(long = "watch-namespace", env = "GDTO_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
     /// Failed token requests allowed per endpoint per minute, across all credentials
     /// (GroupDocs locks a caller out for 10 minutes after 20).
@@ -143,9 +139,7 @@ mod tests {
     #[test]
     fn run_defaults_follow_the_design() {
         let cli = Cli::try_parse_from(["groupdocs-token-operator", "run"]).unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!()
-        };
+        let Command::Run(args) = cli.command else { panic!() };
         assert_eq!(args.allowed_token_urls, ["https://api.groupdocs.cloud/"]);
         assert_eq!(args.failed_request_budget, 10);
         assert!(!args.allow_http_loopback);
@@ -163,9 +157,7 @@ mod tests {
             "--allowed-token-url=https://x.example/",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!()
-        };
+        let Command::Run(args) = cli.command else { panic!() };
         assert_eq!(args.watch_namespaces, ["a", "b", "c"]);
         assert_eq!(args.allowed_token_urls, ["https://x.example/"]);
     }

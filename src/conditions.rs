@@ -47,45 +47,26 @@ pub fn conditions(previous: &[Condition], facts: &Facts) -> Vec<Condition> {
         .filter(|r| *r == "TokenIssued" || *r == "TokenRenewed")
         .unwrap_or("TokenIssued");
 
-    let (ready, ready_reason, ready_message): (bool, &str, String) =
-        match (&facts.outcome, valid_until) {
-            (Outcome::Issued, Some(t)) => (true, "TokenIssued", format!("token valid until {t}")),
-            (Outcome::Renewed, Some(t)) => (true, "TokenRenewed", format!("token valid until {t}")),
-            (Outcome::Current, Some(t)) => {
-                (true, prev_ready_reason, format!("token valid until {t}"))
+    let (ready, ready_reason, ready_message): (bool, &str, String) = match (&facts.outcome, valid_until) {
+        (Outcome::Issued, Some(t)) => (true, "TokenIssued", format!("token valid until {t}")),
+        (Outcome::Renewed, Some(t)) => (true, "TokenRenewed", format!("token valid until {t}")),
+        (Outcome::Current, Some(t)) => (true, prev_ready_reason, format!("token valid until {t}")),
+        (Outcome::Suspended, Some(t)) => {
+            (true, "Suspended", format!("renewal is suspended; the token stays valid until {t}"))
+        }
+        (Outcome::Failed(e), Some(t)) => {
+            (true, prev_ready_reason, format!("token valid until {t}; renewal failing: {e}"))
+        }
+        (outcome, None) => match (facts.token_expires_at, outcome) {
+            (Some(expired), Outcome::Failed(e)) => (false, "TokenExpired", format!("token expired at {expired}; {e}")),
+            (Some(expired), _) => (false, "TokenExpired", format!("token expired at {expired}")),
+            (None, Outcome::Failed(e)) => (false, e.reason(), e.to_string()),
+            (None, Outcome::Suspended) => {
+                (false, "Suspended", "renewal is suspended and no valid token is in place".to_string())
             }
-            (Outcome::Suspended, Some(t)) => (
-                true,
-                "Suspended",
-                format!("renewal is suspended; the token stays valid until {t}"),
-            ),
-            (Outcome::Failed(e), Some(t)) => (
-                true,
-                prev_ready_reason,
-                format!("token valid until {t}; renewal failing: {e}"),
-            ),
-            (outcome, None) => match (facts.token_expires_at, outcome) {
-                (Some(expired), Outcome::Failed(e)) => (
-                    false,
-                    "TokenExpired",
-                    format!("token expired at {expired}; {e}"),
-                ),
-                (Some(expired), _) => {
-                    (false, "TokenExpired", format!("token expired at {expired}"))
-                }
-                (None, Outcome::Failed(e)) => (false, e.reason(), e.to_string()),
-                (None, Outcome::Suspended) => (
-                    false,
-                    "Suspended",
-                    "renewal is suspended and no valid token is in place".to_string(),
-                ),
-                (None, _) => (
-                    false,
-                    "TokenExpired",
-                    "no valid token is in place".to_string(),
-                ),
-            },
-        };
+            (None, _) => (false, "TokenExpired", "no valid token is in place".to_string()),
+        },
+    };
 
     let failure = match &facts.outcome {
         Outcome::Failed(e) => Some(*e),
@@ -93,12 +74,7 @@ pub fn conditions(previous: &[Condition], facts: &Facts) -> Vec<Condition> {
     };
     let (reconciling, stalled) = match failure {
         Some(e) if e.is_stalled() => (
-            condition(
-                RECONCILING,
-                false,
-                e.reason(),
-                "waiting for a change to the spec or the client Secret",
-            ),
+            condition(RECONCILING, false, e.reason(), "waiting for a change to the spec or the client Secret"),
             condition(STALLED, true, e.reason(), &e.to_string()),
         ),
         Some(e) => (
@@ -161,10 +137,7 @@ mod tests {
     fn issued_token_is_ready() {
         let cs = conditions(&[], &facts(Outcome::Issued, Some(3600)));
         let ready = get(&cs, READY);
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("True", "TokenIssued")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "TokenIssued"));
         assert_eq!(get(&cs, RECONCILING).status, "False");
         assert_eq!(get(&cs, STALLED).status, "False");
         assert!(cs.iter().all(|c| c.observed_generation == Some(3)));
@@ -173,107 +146,52 @@ mod tests {
     #[test]
     fn failed_renewal_keeps_ready_true_while_the_token_is_valid() {
         let before = conditions(&[], &facts(Outcome::Renewed, Some(3600)));
-        let err = Error::RateLimited {
-            detail: "429".into(),
-            until: now() + SignedDuration::from_secs(600),
-        };
+        let err = Error::RateLimited { detail: "429".into(), until: now() + SignedDuration::from_secs(600) };
         let cs = conditions(&before, &facts(Outcome::Failed(&err), Some(3000)));
         let ready = get(&cs, READY);
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("True", "TokenRenewed")
-        );
-        assert_eq!(
-            ready.last_transition_time,
-            get(&before, READY).last_transition_time
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "TokenRenewed"));
+        assert_eq!(ready.last_transition_time, get(&before, READY).last_transition_time);
         let rec = get(&cs, RECONCILING);
-        assert_eq!(
-            (rec.status.as_str(), rec.reason.as_str()),
-            ("True", "RateLimited")
-        );
-        assert!(
-            rec.message.contains("2026-11-28T10:10:00Z"),
-            "the retry time is in the message: {}",
-            rec.message
-        );
+        assert_eq!((rec.status.as_str(), rec.reason.as_str()), ("True", "RateLimited"));
+        assert!(rec.message.contains("2026-11-28T10:10:00Z"), "the retry time is in the message: {}", rec.message);
     }
 
     #[test]
     fn expired_token_makes_ready_false_token_expired() {
-        let err = Error::TokenEndpointUnavailable {
-            detail: "HTTP 503".into(),
-            retry_at: now(),
-        };
+        let err = Error::TokenEndpointUnavailable { detail: "HTTP 503".into(), retry_at: now() };
         let cs = conditions(&[], &facts(Outcome::Failed(&err), Some(-1)));
         let ready = get(&cs, READY);
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "TokenExpired")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "TokenExpired"));
         assert_eq!(get(&cs, RECONCILING).reason, "TokenEndpointUnavailable");
     }
 
     #[test]
     fn person_needed_is_stalled_and_not_ready_without_a_token() {
-        let err = Error::InvalidClient {
-            detail: "HTTP 400: invalid_client".into(),
-            retry_at: now(),
-        };
+        let err = Error::InvalidClient { detail: "HTTP 400: invalid_client".into(), retry_at: now() };
         let cs = conditions(&[], &facts(Outcome::Failed(&err), None));
-        assert_eq!(
-            (
-                get(&cs, READY).status.as_str(),
-                get(&cs, READY).reason.as_str()
-            ),
-            ("False", "InvalidClient")
-        );
-        assert_eq!(
-            (
-                get(&cs, STALLED).status.as_str(),
-                get(&cs, STALLED).reason.as_str()
-            ),
-            ("True", "InvalidClient")
-        );
+        assert_eq!((get(&cs, READY).status.as_str(), get(&cs, READY).reason.as_str()), ("False", "InvalidClient"));
+        assert_eq!((get(&cs, STALLED).status.as_str(), get(&cs, STALLED).reason.as_str()), ("True", "InvalidClient"));
         assert_eq!(get(&cs, RECONCILING).status, "False");
     }
 
     #[test]
     fn transition_time_changes_only_with_status() {
         let first = conditions(&[], &facts(Outcome::Issued, Some(3600)));
-        let later = Facts {
-            now: now() + SignedDuration::from_secs(60),
-            ..facts(Outcome::Current, Some(3600))
-        };
+        let later = Facts { now: now() + SignedDuration::from_secs(60), ..facts(Outcome::Current, Some(3600)) };
         let second = conditions(&first, &later);
-        assert_eq!(
-            first, second,
-            "an unchanged state gives identical conditions (so no write)"
-        );
+        assert_eq!(first, second, "an unchanged state gives identical conditions (so no write)");
         let err = Error::InvalidSpec("x".into());
         let third = conditions(
             &second,
-            &Facts {
-                now: now() + SignedDuration::from_secs(120),
-                ..facts(Outcome::Failed(&err), None)
-            },
+            &Facts { now: now() + SignedDuration::from_secs(120), ..facts(Outcome::Failed(&err), None) },
         );
-        assert_ne!(
-            get(&third, READY).last_transition_time,
-            get(&second, READY).last_transition_time
-        );
+        assert_ne!(get(&third, READY).last_transition_time, get(&second, READY).last_transition_time);
     }
 
     #[test]
     fn suspended() {
         let cs = conditions(&[], &facts(Outcome::Suspended, Some(60)));
-        assert_eq!(
-            (
-                get(&cs, READY).status.as_str(),
-                get(&cs, READY).reason.as_str()
-            ),
-            ("True", "Suspended")
-        );
+        assert_eq!((get(&cs, READY).status.as_str(), get(&cs, READY).reason.as_str()), ("True", "Suspended"));
         let cs = conditions(&[], &facts(Outcome::Suspended, None));
         assert_eq!(get(&cs, READY).status, "False");
     }

@@ -31,7 +31,8 @@ pub const REFRESH_ANNOTATION: &str = "groupdocs.cloud/refresh-requested-at";
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     derive = "PartialEq",
-    derive = "Default"
+    derive = "Default",
+    doc = "Keeps a GroupDocs Cloud access token fresh in a Secret of the same namespace"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GroupDocsCredentialSpec {
@@ -162,7 +163,7 @@ pub struct GroupDocsCredentialStatus {
     pub last_failure_time: Option<Time>,
     /// Failed token requests since the last success.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub failed_attempts: u32,
+    pub failed_attempts: i64,
     /// The endpoint answered 429: no token request for this client before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_until: Option<Time>,
@@ -171,7 +172,7 @@ pub struct GroupDocsCredentialStatus {
     pub last_refresh_request: Option<String>,
 }
 
-fn is_zero(n: &u32) -> bool {
+fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
@@ -180,20 +181,13 @@ impl GroupDocsCredential {
     pub fn target_name(&self) -> String {
         match &self.spec.target.name {
             Some(name) if !name.is_empty() => name.clone(),
-            _ => format!(
-                "{}-token",
-                self.metadata.name.as_deref().unwrap_or_default()
-            ),
+            _ => format!("{}-token", self.metadata.name.as_deref().unwrap_or_default()),
         }
     }
 
     /// The value of the force-refresh annotation, if any.
     pub fn refresh_request(&self) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()?
-            .get(REFRESH_ANNOTATION)
-            .map(String::as_str)
+        self.metadata.annotations.as_ref()?.get(REFRESH_ANNOTATION).map(String::as_str)
     }
 }
 
@@ -223,10 +217,7 @@ mod tests {
     #[test]
     fn committed_crd_is_current() {
         let committed = include_str!("../crds/groupdocs.cloud_groupdocscredentials.yaml");
-        assert!(
-            committed == crd_yaml(),
-            "crds/ is stale: run `make crds` and commit the result"
-        );
+        assert!(committed == crd_yaml(), "crds/ is stale: run `make crds` and commit the result");
     }
 
     #[test]
@@ -234,10 +225,7 @@ mod tests {
         let yaml = crd_yaml();
         assert!(yaml.contains("x-kubernetes-list-type: map"));
         for col in ["Ready", "Reason", "Expires", "Age"] {
-            assert!(
-                yaml.contains(&format!("name: {col}")),
-                "missing printer column {col}"
-            );
+            assert!(yaml.contains(&format!("name: {col}")), "missing printer column {col}");
         }
         assert!(yaml.contains("- gdc"));
         assert!(yaml.contains("- groupdocs"));

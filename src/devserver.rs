@@ -217,9 +217,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper_util::service::TowerToHyperService::new(service);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
         });
     }
 }
@@ -228,36 +226,27 @@ fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/connect/token", post(token))
         .route("/v2.0/viewer/formats", get(protected_api))
-        .route(
-            "/admin/stats",
-            get(|State(s): State<Arc<Inner>>| async move { Json(lock(&s.stats).clone()) }),
-        )
+        .route("/admin/stats", get(|State(s): State<Arc<Inner>>| async move { Json(lock(&s.stats).clone()) }))
         .route(
             "/admin/fault",
-            post(
-                |State(s): State<Arc<Inner>>, Json(f): Json<Fault>| async move {
-                    *lock(&s.fault) = f;
-                    StatusCode::NO_CONTENT
-                },
-            ),
+            post(|State(s): State<Arc<Inner>>, Json(f): Json<Fault>| async move {
+                *lock(&s.fault) = f;
+                StatusCode::NO_CONTENT
+            }),
         )
         .route(
             "/admin/expires-in",
-            post(
-                |State(s): State<Arc<Inner>>, Json(v): Json<i64>| async move {
-                    *lock(&s.expires_in) = v;
-                    StatusCode::NO_CONTENT
-                },
-            ),
+            post(|State(s): State<Arc<Inner>>, Json(v): Json<i64>| async move {
+                *lock(&s.expires_in) = v;
+                StatusCode::NO_CONTENT
+            }),
         )
         .route(
             "/admin/clients",
-            post(
-                |State(s): State<Arc<Inner>>, Json(c): Json<HashMap<String, String>>| async move {
-                    lock(&s.clients).extend(c);
-                    StatusCode::NO_CONTENT
-                },
-            ),
+            post(|State(s): State<Arc<Inner>>, Json(c): Json<HashMap<String, String>>| async move {
+                lock(&s.clients).extend(c);
+                StatusCode::NO_CONTENT
+            }),
         )
         .with_state(inner)
 }
@@ -316,9 +305,7 @@ async fn token(
     } else {
         let clients = lock(&s.clients);
         match (form.client_id.as_deref(), form.client_secret.as_deref()) {
-            (Some(id), Some(secret)) if clients.get(id).is_some_and(|known| known == secret) => {
-                None
-            }
+            (Some(id), Some(secret)) if clients.get(id).is_some_and(|known| known == secret) => None,
             _ => Some("invalid_client"),
         }
     };
@@ -337,58 +324,36 @@ async fn token(
     .into_response()
 }
 
-async fn faulted(
-    s: &Inner,
-    fault: &Fault,
-    client_id: &str,
-    scope: Option<&str>,
-) -> Option<Response> {
+async fn faulted(s: &Inner, fault: &Fault, client_id: &str, scope: Option<&str>) -> Option<Response> {
     let resp = match fault {
         Fault::None | Fault::Reset => return None,
-        Fault::Status { status } => (
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Json(json!({})),
-        )
-            .into_response(),
+        Fault::Status { status } => {
+            (StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(json!({})))
+                .into_response()
+        }
         Fault::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
         Fault::NotJson => (StatusCode::OK, "<html>maintenance</html>").into_response(),
-        Fault::NoAccessToken => {
-            Json(json!({"expires_in": 86400, "token_type": "Bearer"})).into_response()
-        }
+        Fault::NoAccessToken => Json(json!({"expires_in": 86400, "token_type": "Bearer"})).into_response(),
         Fault::ExpiresIn { value } => {
-            let lifetime = value
-                .as_i64()
-                .unwrap_or(86400)
-                .clamp(-1_000_000, 10_000_000);
+            let lifetime = value.as_i64().unwrap_or(86400).clamp(-1_000_000, 10_000_000);
             Json(json!({"access_token": sign(&s.key, client_id, scope, lifetime), "expires_in": value, "token_type": "Bearer"}))
                 .into_response()
         }
         Fault::HugeBody { bytes } => {
             let body = format!("{{\"access_token\":\"{}\"}}", "x".repeat(*bytes));
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Fault::TooManyRequests { retry_after } => {
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({"error": "too_many_requests"})),
-            )
-                .into_response();
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "too_many_requests"}))).into_response();
             if let Some(v) = retry_after.as_deref().and_then(|v| v.parse().ok()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
             resp
         }
-        Fault::Redirect { location } => {
-            (StatusCode::FOUND, [(header::LOCATION, location.clone())]).into_response()
-        }
+        Fault::Redirect { location } => (StatusCode::FOUND, [(header::LOCATION, location.clone())]).into_response(),
     };
     Some(resp)
 }
@@ -407,15 +372,8 @@ fn record_failure(s: &Inner, key: &str) {
     let now = Instant::now();
     let window = scaled(s, 60);
     let mut limiters = lock(&s.limiters);
-    let l = limiters.entry(key.to_string()).or_insert(Limiter {
-        failures: VecDeque::new(),
-        cooldown_until: None,
-    });
-    while l
-        .failures
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= window)
-    {
+    let l = limiters.entry(key.to_string()).or_insert(Limiter { failures: VecDeque::new(), cooldown_until: None });
+    while l.failures.front().is_some_and(|t| now.duration_since(*t) >= window) {
         l.failures.pop_front();
     }
     l.failures.push_back(now);
@@ -428,26 +386,16 @@ fn record_failure(s: &Inner, key: &str) {
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()?,
-    )
-    .ok()?;
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
+    let unescape =
+        |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
     Some((unescape(id)?, unescape(secret)?))
 }
 
 async fn protected_api(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match token.and_then(|t| verify(&s.key, t)) {
         Some(claims) => {
             lock(&s.stats).api_calls_ok += 1;
@@ -456,11 +404,7 @@ async fn protected_api(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Respo
         }
         None => {
             lock(&s.stats).api_calls_unauthorized += 1;
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-            )
-                .into_response()
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
         }
     }
 }
@@ -484,11 +428,7 @@ fn sign(key: &[u8; 32], client_id: &str, scope: Option<&str>, lifetime: i64) -> 
         "scope": scope.map_or_else(|| vec!["api.storage".to_string()], |s| s.split(' ').map(str::to_owned).collect()),
         "jti": hex::encode(rand::random::<[u8; 8]>()),
     });
-    let signing_input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
     mac.update(signing_input.as_bytes());
     format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
@@ -499,29 +439,17 @@ fn verify(key: &[u8; 32], token: &str) -> Option<serde_json::Value> {
     let (signing_input, signature) = token.rsplit_once('.')?;
     let mut mac = HmacSha256::new_from_slice(key).ok()?;
     mac.update(signing_input.as_bytes());
-    mac.verify_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(signature)
-            .ok()?,
-    )
-    .ok()?;
+    mac.verify_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
     let payload = signing_input.split('.').nth(1)?;
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()?,
-    )
-    .ok()?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     (claims["exp"].as_i64()? > jiff::Timestamp::now().as_second()).then_some(claims)
 }
 
 /// The `dev-server` subcommand: serve until interrupted.
 pub async fn serve_forever(args: DevServerArgs) -> std::io::Result<()> {
     let server = DevServer::start(args).await?;
-    eprintln!(
-        "development token server on http://{} (POST /connect/token, GET /v2.0/viewer/formats)",
-        server.addr()
-    );
+    eprintln!("development token server on http://{} (POST /connect/token, GET /v2.0/viewer/formats)", server.addr());
     crate::shutdown_signal().await;
     Ok(())
 }

@@ -115,54 +115,23 @@ mod tests {
     fn reasons_are_pascal_case_and_stalled_matches_design() {
         let t = Timestamp::UNIX_EPOCH;
         let all = [
-            Error::SecretNotFound {
-                namespace: "n".into(),
-                name: "s".into(),
-            },
-            Error::SecretNotLabelled {
-                namespace: "n".into(),
-                name: "s".into(),
-            },
-            Error::SecretKeyMissing {
-                name: "s".into(),
-                key: "k".into(),
-            },
-            Error::InvalidClient {
-                detail: "d".into(),
-                retry_at: t,
-            },
-            Error::RateLimited {
-                detail: "d".into(),
-                until: t,
-            },
-            Error::TokenEndpointUnavailable {
-                detail: "d".into(),
-                retry_at: t,
-            },
-            Error::InvalidTokenResponse {
-                detail: "d".into(),
-                retry_at: t,
-            },
-            Error::TokenUrlNotAllowed {
-                url: "u".into(),
-                detail: "d".into(),
-            },
+            Error::SecretNotFound { namespace: "n".into(), name: "s".into() },
+            Error::SecretNotLabelled { namespace: "n".into(), name: "s".into() },
+            Error::SecretKeyMissing { name: "s".into(), key: "k".into() },
+            Error::InvalidClient { detail: "d".into(), retry_at: t },
+            Error::RateLimited { detail: "d".into(), until: t },
+            Error::TokenEndpointUnavailable { detail: "d".into(), retry_at: t },
+            Error::InvalidTokenResponse { detail: "d".into(), retry_at: t },
+            Error::TokenUrlNotAllowed { url: "u".into(), detail: "d".into() },
             Error::TargetConflict { name: "t".into() },
             Error::InvalidSpec("x".into()),
             Error::KubeApi("x".into()),
         ];
         for e in &all {
             let r = e.reason();
-            assert!(
-                r.chars().next().unwrap().is_ascii_uppercase()
-                    && r.chars().all(|c| c.is_ascii_alphanumeric())
-            );
+            assert!(r.chars().next().unwrap().is_ascii_uppercase() && r.chars().all(|c| c.is_ascii_alphanumeric()));
         }
-        let stalled: Vec<_> = all
-            .iter()
-            .filter(|e| e.is_stalled())
-            .map(Error::reason)
-            .collect();
+        let stalled: Vec<_> = all.iter().filter(|e| e.is_stalled()).map(Error::reason).collect();
         assert_eq!(
             stalled,
             [
@@ -179,14 +148,7 @@ mod tests {
 
     #[test]
     fn not_labelled_message_gives_the_kubectl_command() {
-        let e = Error::SecretNotLabelled {
-            namespace: "apps".into(),
-            name: "gd".into(),
-        };
-        assert!(
-            e.to_string().contains(
-                "kubectl label secret gd -n apps groupdocs.cloud/client-credentials=true"
-            )
-        );
+        let e = Error::SecretNotLabelled { namespace: "apps".into(), name: "gd".into() };
+        assert!(e.to_string().contains("kubectl label secret gd -n apps groupdocs.cloud/client-credentials=true"));
     }
 }

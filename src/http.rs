@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,18 +13,7 @@ use axum::routing::get;
 use crate::metrics::Metrics;
 
 /// Readiness: true once every watch cache has synced (so reconciles see the cluster).
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 pub fn probes(readiness: Readiness) -> Router {
     Router::new()
@@ -33,13 +21,10 @@ pub fn probes(readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(|State(r): State<Readiness>| async move {
-                if r.is_ready() {
+                if r() {
                     (StatusCode::OK, "ok")
                 } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "watch caches not synced yet",
-                    )
+                    (StatusCode::SERVICE_UNAVAILABLE, "watch caches not synced yet")
                 }
             }),
         )
@@ -56,10 +41,7 @@ pub fn metrics(metrics: Arc<Metrics>, before_scrape: Arc<dyn Fn() + Send + Sync>
             async move {
                 before_scrape();
                 (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     metrics.encode(),
                 )
                     .into_response()
@@ -75,7 +57,5 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

@@ -14,9 +14,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Token(args) => operator::fetch_once(args).await,
-        Command::DevServer(args) => devserver::serve_forever(args)
-            .await
-            .map_err(|e| e.to_string()),
+        Command::DevServer(args) => devserver::serve_forever(args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,17 +42,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("groupdocs_token_operator");
         let reconciles = Family::<ResultLabel, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles by outcome (a condition reason, or Ok)",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles by outcome (a condition reason, or Ok)", reconciles.clone());
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile",
-            reconcile_duration.clone(),
-        );
+        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
         let token_requests = Family::<ResultLabel, Counter>::default();
         registry.register(
             "token_requests",
@@ -78,16 +70,8 @@ impl Default for Metrics {
             rate_limited_until.clone(),
         );
         let credentials = Family::<ReadyLabel, Gauge>::default();
-        registry.register(
-            "credentials",
-            "GroupDocsCredentials by Ready condition status",
-            credentials.clone(),
-        );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        registry.register("credentials", "GroupDocsCredentials by Ready condition status", credentials.clone());
+        registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         Metrics {
             registry,
             reconciles,
@@ -103,20 +87,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn reconciled(&self, result: &str, took: Duration) {
-        self.reconciles
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
-            .inc();
+        self.reconciles.get_or_create(&ResultLabel { result: result.to_string() }).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
     pub fn token_requested(&self, result: &str, took: Duration) {
-        self.token_requests
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
-            .inc();
+        self.token_requests.get_or_create(&ResultLabel { result: result.to_string() }).inc();
         self.token_request_duration.observe(took.as_secs_f64());
     }
 
@@ -132,8 +108,7 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
 }
@@ -149,10 +124,7 @@ mod tests {
         m.token_requested("InvalidClient", Duration::from_millis(20));
         m.reconciled("Ok", Duration::from_millis(2));
         let text = m.encode();
-        assert!(
-            text.contains("groupdocs_token_operator_token_requests_total{result=\"Ok\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("groupdocs_token_operator_token_requests_total{result=\"Ok\"} 1"), "{text}");
         assert!(text.contains("groupdocs_token_operator_reconciles_total{result=\"Ok\"} 1"));
         assert!(text.contains("groupdocs_token_operator_build_info{version="));
         assert!(text.ends_with("# EOF\n"));

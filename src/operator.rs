@@ -23,9 +23,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     crate::telemetry::init(&args.log);
     crate::install_crypto_provider();
     let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback)?;
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("Kubernetes client: {e}"))?;
+    let client = Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let broker_config = BrokerConfig {
         failed_request_budget: args.failed_request_budget,
@@ -43,23 +41,20 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let shared = Arc::new(Shared::new(client, broker, metrics.clone(), settings));
 
     let shutdown = crate::shutdown_signal().shared();
-    let readiness = Readiness::default();
     let caches: Arc<Mutex<Vec<Caches>>> = Arc::default();
+    let scopes = args.watch_namespaces.len().max(1);
+    let readiness: Readiness = {
+        let caches = caches.clone();
+        Arc::new(move || {
+            let caches = caches.lock().expect("caches lock");
+            caches.len() == scopes && caches.iter().all(|c| c.synced.all())
+        })
+    };
     let scrape_caches = caches.clone();
     let scrape_metrics = metrics.clone();
-    let before_scrape = Arc::new(move || {
-        refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock"))
-    });
-    tokio::spawn(http::serve(
-        args.probe_addr,
-        http::probes(readiness.clone()),
-        shutdown.clone(),
-    ));
-    tokio::spawn(http::serve(
-        args.metrics_addr,
-        http::metrics(metrics.clone(), before_scrape),
-        shutdown.clone(),
-    ));
+    let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock")));
+    tokio::spawn(http::serve(args.probe_addr, http::probes(readiness), shutdown.clone()));
+    tokio::spawn(http::serve(args.metrics_addr, http::metrics(metrics.clone(), before_scrape), shutdown.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
     info!(
         namespaces = ?args.watch_namespaces,
@@ -71,29 +66,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     );
     let on_caches = {
         let caches = caches.clone();
-        let readiness = readiness.clone();
-        let expected = args.watch_namespaces.len().max(1);
-        move |c: Caches| {
-            let mut all = caches.lock().expect("caches lock");
-            all.push(c);
-            if all.len() == expected {
-                tokio::spawn(mark_ready_when_synced(all.clone(), readiness.clone()));
-            }
-        }
+        move |c: Caches| caches.lock().expect("caches lock").push(c)
     };
     reconciler::run(shared, shutdown, on_caches).await;
     info!("stopped");
     Ok(())
-}
-
-async fn mark_ready_when_synced(caches: Vec<Caches>, readiness: Readiness) {
-    for c in caches {
-        let _ = c.credentials.wait_until_ready().await;
-        let _ = c.client_secrets.wait_until_ready().await;
-        let _ = c.owned_secrets.wait_until_ready().await;
-    }
-    info!("watch caches synced");
-    readiness.set_ready();
 }
 
 async fn prune_periodically(shared: Arc<Shared>) {
@@ -116,38 +93,23 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches]) {
         };
         let status = cr.status.clone().unwrap_or_default();
         if let Some(t) = &status.expires_at {
-            metrics
-                .token_expiry
-                .get_or_create(&label)
-                .set(t.0.as_second());
+            metrics.token_expiry.get_or_create(&label).set(t.0.as_second());
         }
-        if let Some(t) = status
-            .rate_limited_until
-            .as_ref()
-            .filter(|t| t.0 > Timestamp::now())
-        {
-            metrics
-                .rate_limited_until
-                .get_or_create(&label)
-                .set(t.0.as_second());
+        if let Some(t) = status.rate_limited_until.as_ref().filter(|t| t.0 > Timestamp::now()) {
+            metrics.rate_limited_until.get_or_create(&label).set(t.0.as_second());
         }
         let ready = status
             .conditions
             .iter()
             .find(|c| c.type_ == crate::conditions::READY)
             .map_or("Unknown".to_string(), |c| c.status.clone());
-        metrics
-            .credentials
-            .get_or_create(&ReadyLabel { status: ready })
-            .inc();
+        metrics.credentials.get_or_create(&ReadyLabel { status: ready }).inc();
     }
 }
 
 fn token_client(args: &HttpArgs) -> Result<HttpTokenClient, String> {
     let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(
-            std::fs::read(path).map_err(|e| format!("--extra-ca-file {}: {e}", path.display()))?,
-        ),
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("--extra-ca-file {}: {e}", path.display()))?),
         None => None,
     };
     HttpTokenClient::new(&ClientConfig {
@@ -161,12 +123,8 @@ fn token_client(args: &HttpArgs) -> Result<HttpTokenClient, String> {
 /// The `token` command: one request, the expiry printed, the token never.
 pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
     crate::install_crypto_provider();
-    let secret = std::env::var(&args.client_secret_env).map_err(|_| {
-        format!(
-            "set the client secret in the environment variable {}",
-            args.client_secret_env
-        )
-    })?;
+    let secret = std::env::var(&args.client_secret_env)
+        .map_err(|_| format!("set the client secret in the environment variable {}", args.client_secret_env))?;
     let client = token_client(&args.http)?;
     let req = TokenRequest {
         url: args.token_url.clone(),
@@ -185,10 +143,9 @@ pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
             );
             Ok(())
         }
-        Err(Failure::RateLimited { detail, until }) => Err(format!(
-            "RateLimited: {detail}; retry after {until} (default pause {:#})",
-            retry_after::DEFAULT_PAUSE
-        )),
+        Err(Failure::RateLimited { detail, until }) => {
+            Err(format!("RateLimited: {detail}; retry after {until} (default pause {:#})", retry_after::DEFAULT_PAUSE))
+        }
         Err(Failure::InvalidClient(d)) => Err(format!("InvalidClient: {d}")),
         Err(Failure::Unavailable(d)) => Err(format!("TokenEndpointUnavailable: {d}")),
         Err(Failure::InvalidResponse(d)) => Err(format!("InvalidTokenResponse: {d}")),

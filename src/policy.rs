@@ -19,10 +19,7 @@ impl TokenUrlPolicy {
             .iter()
             .map(|p| Url::parse(p.trim()).map_err(|e| format!("--allowed-token-url {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TokenUrlPolicy {
-            allowed,
-            allow_http_loopback,
-        })
+        Ok(TokenUrlPolicy { allowed, allow_http_loopback })
     }
 
     /// Accepts `url` or says why not. Rules: https only (plain http only for loopback hosts
@@ -30,10 +27,7 @@ impl TokenUrlPolicy {
     /// allowed prefix (same scheme, host and port, path beneath the prefix's path). With
     /// `--allow-http-loopback`, loopback URLs are allowed without being listed, for development.
     pub fn check(&self, raw: &str) -> Result<Url, Error> {
-        let deny = |detail: &str| Error::TokenUrlNotAllowed {
-            url: printable(raw),
-            detail: detail.to_string(),
-        };
+        let deny = |detail: &str| Error::TokenUrlNotAllowed { url: printable(raw), detail: detail.to_string() };
         let url = Url::parse(raw).map_err(|e| deny(&format!("not a URL ({e})")))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(deny("credentials in the URL are not allowed"));
@@ -46,16 +40,12 @@ impl TokenUrlPolicy {
             "https" => {}
             "http" if loopback && self.allow_http_loopback => {}
             "http" if loopback => {
-                return Err(deny(
-                    "plain http needs --allow-http-loopback (development only)",
-                ));
+                return Err(deny("plain http needs --allow-http-loopback (development only)"));
             }
             "http" => return Err(deny("plain http is not allowed; use https")),
             _ => return Err(deny("only https URLs are allowed")),
         }
-        if (loopback && self.allow_http_loopback)
-            || self.allowed.iter().any(|prefix| under(&url, prefix))
-        {
+        if (loopback && self.allow_http_loopback) || self.allowed.iter().any(|prefix| under(&url, prefix)) {
             Ok(url)
         } else {
             let list: Vec<&str> = self.allowed.iter().map(Url::as_str).collect();
@@ -117,26 +107,17 @@ mod tests {
 
     #[test]
     fn path_prefixes_are_respected() {
-        let p = TokenUrlPolicy::new(&["https://idp.example.com/tenants/a/".to_string()], false)
-            .unwrap();
-        assert!(
-            p.check("https://idp.example.com/tenants/a/connect/token")
-                .is_ok()
-        );
-        assert!(
-            p.check("https://idp.example.com/tenants/b/connect/token")
-                .is_err()
-        );
+        let p = TokenUrlPolicy::new(&["https://idp.example.com/tenants/a/".to_string()], false).unwrap();
+        assert!(p.check("https://idp.example.com/tenants/a/connect/token").is_ok());
+        assert!(p.check("https://idp.example.com/tenants/b/connect/token").is_err());
     }
 
     #[test]
     fn http_loopback_only_when_enabled() {
         let p = policy(true);
-        for ok in [
-            "http://127.0.0.1:8080/connect/token",
-            "http://localhost:1/connect/token",
-            "http://[::1]:9/connect/token",
-        ] {
+        for ok in
+            ["http://127.0.0.1:8080/connect/token", "http://localhost:1/connect/token", "http://[::1]:9/connect/token"]
+        {
             assert!(p.check(ok).is_ok(), "{ok}");
         }
         assert!(p.check("http://10.0.0.1/connect/token").is_err());

@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
@@ -55,24 +55,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        client: Client,
-        broker: Broker<HttpTokenClient>,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+    pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Shared {
-            client,
-            broker,
-            metrics,
-            recorder,
-            settings,
-        }
+        Shared { client, broker, metrics, recorder, settings }
     }
 }
 
@@ -81,6 +67,7 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<Secret>,
+    pub synced: Arc<Synced3>,
 }
 
 /// What the reconcile established about the token, before status is computed.
@@ -101,17 +88,15 @@ struct Inputs {
 }
 
 pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.synced.secrets() {
+        // The Secret caches are still filling: wait rather than act on a partial view.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let started = Instant::now();
-    let now = Timestamp::now();
+    let now = schedule::whole_seconds(Timestamp::now());
     let previous = cr.status.clone().unwrap_or_default();
     let synced = sync(&cr, &ctx, &previous, now).await;
-    let status = next_status(
-        &cr,
-        &previous,
-        &synced,
-        now,
-        ctx.shared.settings.min_refresh_interval,
-    );
+    let status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
     if status != previous {
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
@@ -128,84 +113,44 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
 /// Called when `reconcile` itself fails (only Kubernetes API errors while writing status).
 pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed");
-    ctx.shared
-        .metrics
-        .reconciled(error.reason(), Duration::ZERO);
+    ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn sync(
-    cr: &GroupDocsCredential,
-    ctx: &Context,
-    previous: &GroupDocsCredentialStatus,
-    now: Timestamp,
-) -> Synced {
-    let fail = |error: Error| Synced {
-        token: None,
-        result: Err(Refused { error, sent: false }),
-        refresh_request: None,
-    };
+async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCredentialStatus, now: Timestamp) -> Synced {
+    let fail =
+        |error: Error| Synced { token: None, result: Err(Refused { error, sent: false }), refresh_request: None };
     let inputs = match resolve_inputs(cr, ctx).await {
         Ok(inputs) => inputs,
         Err(e) => return fail(e),
     };
-    let existing = ctx
-        .owned_secrets
-        .get(&ObjectRef::new(&cr.target_name()).within(&namespace(cr)));
+    let existing = ctx.owned_secrets.get(&ObjectRef::new(&cr.target_name()).within(&namespace(cr)));
     if target::ownership(existing.as_deref(), cr) == Ownership::Foreign {
-        return fail(Error::TargetConflict {
-            name: cr.target_name(),
-        });
+        return fail(Error::TargetConflict { name: cr.target_name() });
     }
-    let in_place = existing
-        .as_deref()
-        .and_then(|s| usable_token(s, &inputs, previous));
+    let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
     if cr.spec.suspend {
-        return Synced {
-            token: in_place,
-            result: Ok(Outcome::Suspended),
-            refresh_request: None,
-        };
+        return Synced { token: in_place, result: Ok(Outcome::Suspended), refresh_request: None };
     }
 
-    let refresh_request = cr
-        .refresh_request()
-        .filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
+    let refresh_request = cr.refresh_request().filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
     let due = match &in_place {
         None => true,
-        Some(token) => {
-            now >= refresh_time(
-                cr,
-                token,
-                inputs.renew_before,
-                ctx.shared.settings.min_refresh_interval,
-            )
-        }
+        Some(token) => now >= refresh_time(cr, token, inputs.renew_before, ctx.shared.settings.min_refresh_interval),
     };
     let token = if refresh_request.is_some() || due {
-        if let Some(until) = previous
-            .rate_limited_until
-            .as_ref()
-            .map(|t| t.0)
-            .filter(|t| *t > now)
-        {
-            ctx.shared
-                .broker
-                .honour_pause(&inputs.request.url, &inputs.request.client_id, until);
+        if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
+            ctx.shared.broker.honour_pause(&inputs.request.url, &inputs.request.client_id, until);
         }
         let want = Want {
             renew_before: inputs.renew_before,
-            issued_after: refresh_request.map(|_| now),
+            force: refresh_request.is_some(),
             min_interval: ctx.shared.settings.min_refresh_interval,
         };
         match ctx.shared.broker.token(&inputs.request, want).await {
             Ok(issued) => issued.token,
             Err(refused) => {
-                return Synced {
-                    token: in_place,
-                    result: Err(refused),
-                    refresh_request: None,
-                };
+                return Synced { token: in_place, result: Err(refused), refresh_request: None };
             }
         }
     } else {
@@ -214,22 +159,14 @@ async fn sync(
 
     let desired = target::render(cr, &token, &inputs.issued_for);
     if let Err(error) = write_secret(cr, ctx, existing.as_deref(), &desired).await {
-        return Synced {
-            token: in_place,
-            result: Err(Refused { error, sent: false }),
-            refresh_request: None,
-        };
+        return Synced { token: in_place, result: Err(Refused { error, sent: false }), refresh_request: None };
     }
     let outcome = match previous.token_fingerprint.as_deref() {
         None => Outcome::Issued,
         Some(fp) if fp != token.access_token.fingerprint() => Outcome::Renewed,
         Some(_) => Outcome::Current,
     };
-    Synced {
-        token: Some(token),
-        result: Ok(outcome),
-        refresh_request: refresh_request.map(str::to_owned),
-    }
+    Synced { token: Some(token), result: Ok(outcome), refresh_request: refresh_request.map(str::to_owned) }
 }
 
 /// Validates the spec and reads the client credentials.
@@ -245,18 +182,13 @@ async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Input
     if let Some(scope) = &spec.scope
         && scope.chars().any(|c| c.is_control())
     {
-        return Err(Error::InvalidSpec(
-            "spec.scope contains control characters".into(),
-        ));
+        return Err(Error::InvalidSpec("spec.scope contains control characters".into()));
     }
     let url = ctx.shared.settings.policy.check(&spec.token_url)?;
 
     let ns = namespace(cr);
     let secret_name = &spec.client_secret_ref.name;
-    let secret = match ctx
-        .client_secrets
-        .get(&ObjectRef::new(secret_name).within(&ns))
-    {
+    let secret = match ctx.client_secrets.get(&ObjectRef::new(secret_name).within(&ns)) {
         Some(secret) => secret,
         None => return Err(explain_missing_client_secret(ctx, &ns, secret_name).await),
     };
@@ -268,10 +200,7 @@ async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Input
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| Error::SecretKeyMissing {
-                name: secret_name.clone(),
-                key: key.to_string(),
-            })
+            .ok_or_else(|| Error::SecretKeyMissing { name: secret_name.clone(), key: key.to_string() })
     };
     let client_id = read(&spec.client_secret_ref.client_id_key)?;
     let client_secret = Sensitive::new(read(&spec.client_secret_ref.client_secret_key)?);
@@ -283,12 +212,7 @@ async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Input
             scope: scope.clone(),
             client_secret_version: secret.resource_version().unwrap_or_default(),
         },
-        request: TokenRequest {
-            url: url.to_string(),
-            client_id,
-            client_secret,
-            scope,
-        },
+        request: TokenRequest { url: url.to_string(), client_id, client_secret, scope },
         renew_before,
     })
 }
@@ -302,9 +226,7 @@ fn validate_names(cr: &GroupDocsCredential) -> Result<(), Error> {
     }
     let client = &cr.spec.client_secret_ref.name;
     if !is_dns_subdomain(client) {
-        return Err(Error::InvalidSpec(format!(
-            "spec.clientSecretRef.name {client:?} is not a valid Secret name"
-        )));
+        return Err(Error::InvalidSpec(format!("spec.clientSecretRef.name {client:?} is not a valid Secret name")));
     }
     if *client == target {
         return Err(Error::InvalidSpec(format!(
@@ -319,9 +241,7 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -332,30 +252,17 @@ fn is_dns_subdomain(s: &str) -> bool {
 async fn explain_missing_client_secret(ctx: &Context, ns: &str, name: &str) -> Error {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
     match api.get_metadata_opt(name).await {
-        Ok(Some(_)) => Error::SecretNotLabelled {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        },
-        Ok(None) => Error::SecretNotFound {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        },
+        Ok(Some(_)) => Error::SecretNotLabelled { namespace: ns.to_string(), name: name.to_string() },
+        Ok(None) => Error::SecretNotFound { namespace: ns.to_string(), name: name.to_string() },
         Err(e) => Error::from(e),
     }
 }
 
 /// The token in `secret`, if it is ours, was issued for these inputs and is the one status
 /// recorded (a token edited by hand is not trusted).
-fn usable_token(
-    secret: &Secret,
-    inputs: &Inputs,
-    previous: &GroupDocsCredentialStatus,
-) -> Option<Token> {
+fn usable_token(secret: &Secret, inputs: &Inputs, previous: &GroupDocsCredentialStatus) -> Option<Token> {
     let (token, issued_for) = target::read_token(secret)?;
-    let untampered = previous
-        .token_fingerprint
-        .as_deref()
-        .is_none_or(|fp| fp == token.access_token.fingerprint());
+    let untampered = previous.token_fingerprint.as_deref().is_none_or(|fp| fp == token.access_token.fingerprint());
     (issued_for == inputs.issued_for && untampered).then_some(token)
 }
 
@@ -365,18 +272,8 @@ fn refresh_time(
     renew_before: Option<SignedDuration>,
     min: SignedDuration,
 ) -> Timestamp {
-    let seed = format!(
-        "{}/{}",
-        cr.uid().unwrap_or_default(),
-        token.access_token.fingerprint()
-    );
-    schedule::refresh_at(
-        token.issued_at,
-        token.expires_at,
-        renew_before,
-        schedule::jitter_for(&seed),
-        min,
-    )
+    let seed = format!("{}/{}", cr.uid().unwrap_or_default(), token.access_token.fingerprint());
+    schedule::refresh_at(token.issued_at, token.expires_at, renew_before, schedule::jitter_for(&seed), min)
 }
 
 /// Creates the target Secret or brings ours in line; never touches a Secret we do not own.
@@ -391,13 +288,7 @@ async fn write_secret(
     let existing = match existing {
         Some(existing) => existing.clone(),
         None => match api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                desired,
-            )
+            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired)
             .await
         {
             Ok(_) => {
@@ -419,15 +310,8 @@ async fn write_secret(
     // The merged object carries the uid and resourceVersion we read: the update fails rather
     // than overwrite a Secret that was replaced or changed meanwhile.
     let merged = target::merge(&existing, desired);
-    api.replace(
-        &name,
-        &PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &merged,
-    )
-    .await?;
+    api.replace(&name, &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &merged)
+        .await?;
     info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
     Ok(())
 }
@@ -455,10 +339,7 @@ fn next_status(
     let mut status = GroupDocsCredentialStatus {
         observed_generation: cr.metadata.generation,
         conditions: conditions::conditions(&previous.conditions, &facts),
-        last_refresh_request: synced
-            .refresh_request
-            .clone()
-            .or_else(|| previous.last_refresh_request.clone()),
+        last_refresh_request: synced.refresh_request.clone().or_else(|| previous.last_refresh_request.clone()),
         ..previous.clone()
     };
     if let Some(token) = &synced.token {
@@ -466,11 +347,7 @@ fn next_status(
         status.last_refresh_time = Some(Time(token.issued_at));
         status.token_fingerprint = Some(token.access_token.fingerprint());
         status.next_refresh_time = (!cr.spec.suspend).then(|| {
-            let renew_before = cr
-                .spec
-                .renew_before
-                .as_deref()
-                .and_then(|d| schedule::parse_duration(d).ok());
+            let renew_before = cr.spec.renew_before.as_deref().and_then(|d| schedule::parse_duration(d).ok());
             Time(refresh_time(cr, token, renew_before, min_interval))
         });
     } else {
@@ -499,11 +376,7 @@ fn next_action(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timesta
         let d = t.duration_since(now).max(SignedDuration::from_secs(1));
         Duration::try_from(d).unwrap_or(Duration::from_secs(1))
     };
-    let expiry = synced
-        .token
-        .as_ref()
-        .map(|t| t.expires_at)
-        .filter(|t| *t > now);
+    let expiry = synced.token.as_ref().map(|t| t.expires_at).filter(|t| *t > now);
     let at = match &synced.result {
         Ok(Outcome::Suspended) => expiry,
         Ok(_) => status.next_refresh_time.as_ref().map(|t| t.0),
@@ -536,12 +409,7 @@ async fn write_status(
         "kind": "GroupDocsCredential",
         "status": status,
     });
-    api.patch_status(
-        &cr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
 
@@ -554,11 +422,9 @@ async fn publish_events(
     synced: &Synced,
 ) {
     let (type_, reason, note) = match &synced.result {
-        Ok(Outcome::Issued) if previous.token_fingerprint.is_none() => (
-            EventType::Normal,
-            "TokenIssued",
-            format!("token written to Secret {}", cr.target_name()),
-        ),
+        Ok(Outcome::Issued) if previous.token_fingerprint.is_none() => {
+            (EventType::Normal, "TokenIssued", format!("token written to Secret {}", cr.target_name()))
+        }
         Ok(Outcome::Renewed) if previous.token_fingerprint != status.token_fingerprint => (
             EventType::Normal,
             "TokenRenewed",
@@ -568,33 +434,13 @@ async fn publish_events(
                 status.token_fingerprint.clone().unwrap_or_default()
             ),
         ),
-        Err(refused)
-            if !previous
-                .conditions
-                .iter()
-                .any(|c| c.reason == refused.error.reason()) =>
-        {
-            (
-                EventType::Warning,
-                refused.error.reason(),
-                refused.error.to_string(),
-            )
+        Err(refused) if !previous.conditions.iter().any(|c| c.reason == refused.error.reason()) => {
+            (EventType::Warning, refused.error.reason(), refused.error.to_string())
         }
         _ => return,
     };
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .shared
-        .recorder
-        .publish(&event, &cr.object_ref(&()))
-        .await
-    {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.shared.recorder.publish(&event, &cr.object_ref(&())).await {
         warn!(credential = %cr.name_any(), error = %e, "could not publish event");
     }
 }
@@ -604,10 +450,7 @@ fn namespace(cr: &GroupDocsCredential) -> String {
 }
 
 /// Maps a client Secret to the credentials of its namespace that reference it.
-fn credentials_using(
-    crs: &Store<GroupDocsCredential>,
-    secret: &Secret,
-) -> Vec<ObjectRef<GroupDocsCredential>> {
+fn credentials_using(crs: &Store<GroupDocsCredential>, secret: &Secret) -> Vec<ObjectRef<GroupDocsCredential>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
     crs.state()
         .iter()
@@ -627,6 +470,36 @@ pub struct Caches {
     pub credentials: Store<GroupDocsCredential>,
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<Secret>,
+    pub synced: Arc<Synced3>,
+}
+
+/// Whether each of a scope's three watches has completed its initial list.
+///
+/// Tracked on the watch streams themselves: a reconcile must not read a Secret cache that is
+/// still filling (it would take a present token for a missing one and fetch again).
+#[derive(Default)]
+pub struct Synced3 {
+    credentials: std::sync::atomic::AtomicBool,
+    client_secrets: std::sync::atomic::AtomicBool,
+    owned_secrets: std::sync::atomic::AtomicBool,
+}
+
+impl Synced3 {
+    pub fn all(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.credentials.load(SeqCst) && self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
+    }
+
+    fn secrets(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
+    }
+}
+
+fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
+    if matches!(event, Ok(watcher::Event::InitDone)) {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Runs one controller per watch scope (all namespaces, or each listed one) until `shutdown`.
@@ -639,13 +512,7 @@ pub async fn run(
     let scopes: Vec<Option<String>> = if shared.settings.watch_namespaces.is_empty() {
         vec![None]
     } else {
-        shared
-            .settings
-            .watch_namespaces
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
+        shared.settings.watch_namespaces.iter().cloned().map(Some).collect()
     };
     let controllers = scopes.into_iter().map(|scope| {
         let (controller, caches) = controller_for(shared.clone(), scope.as_deref());
@@ -654,23 +521,20 @@ pub async fn run(
             shared: shared.clone(),
             client_secrets: caches.client_secrets,
             owned_secrets: caches.owned_secrets,
+            synced: caches.synced,
         });
-        controller
-            .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile, error_policy, ctx)
-            .for_each(|result| async move {
+        controller.graceful_shutdown_on(shutdown.clone()).run(reconcile, error_policy, ctx).for_each(
+            |result| async move {
                 if let Err(e) = result {
                     debug!(error = %e, "controller event");
                 }
-            })
+            },
+        )
     });
     futures::future::join_all(controllers).await;
 }
 
-fn controller_for(
-    shared: Arc<Shared>,
-    scope: Option<&str>,
-) -> (Controller<GroupDocsCredential>, Caches) {
+fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<GroupDocsCredential>, Caches) {
     fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
         client: &Client,
         scope: Option<&str>,
@@ -681,38 +545,39 @@ fn controller_for(
         }
     }
     let client = &shared.client;
+    let synced = Arc::new(Synced3::default());
     let (cr_reader, cr_writer) = reflector::store();
-    let crs = watcher(
-        api::<GroupDocsCredential>(client, scope),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(strip_managed_fields)
-    .reflect(cr_writer)
-    .applied_objects()
-    // Our own status writes must not trigger reconciles: only spec (generation) and
-    // annotation (force refresh) changes do.
-    .predicate_filter(
-        predicates::generation.combine(predicates::annotations),
-        Default::default(),
-    );
+    let flags = synced.clone();
+    let crs = watcher(api::<GroupDocsCredential>(client, scope), watcher::Config::default())
+        .default_backoff()
+        .inspect(move |e| mark_synced(&flags.credentials, e))
+        .modify(strip_managed_fields)
+        .reflect(cr_writer)
+        .applied_objects()
+        // Our own status writes must not trigger reconciles: only spec (generation) and
+        // annotation (force refresh) changes do.
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
 
     let (owned_reader, owned_writer) = reflector::store();
+    let flags = synced.clone();
     let owned = watcher(
         api::<Secret>(client, scope),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
+    .inspect(move |e| mark_synced(&flags.owned_secrets, e))
     .modify(strip_managed_fields)
     .reflect(owned_writer)
     .touched_objects();
 
     let (client_reader, client_writer) = reflector::store();
+    let flags = synced.clone();
     let client_secrets = watcher(
         api::<Secret>(client, scope),
         watcher::Config::default().labels(&format!("{CLIENT_CREDENTIALS_LABEL}=true")),
     )
     .default_backoff()
+    .inspect(move |e| mark_synced(&flags.client_secrets, e))
     .modify(strip_managed_fields)
     .reflect(client_writer)
     .touched_objects();
@@ -720,18 +585,9 @@ fn controller_for(
     let mapper_store = cr_reader.clone();
     let controller = Controller::for_stream(crs, cr_reader.clone())
         .owns_stream(owned)
-        .watches_stream(client_secrets, move |secret| {
-            credentials_using(&mapper_store, &secret)
-        })
+        .watches_stream(client_secrets, move |secret| credentials_using(&mapper_store, &secret))
         .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
-    (
-        controller,
-        Caches {
-            credentials: cr_reader,
-            client_secrets: client_reader,
-            owned_secrets: owned_reader,
-        },
-    )
+    (controller, Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced })
 }
 
 #[cfg(test)]

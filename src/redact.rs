@@ -88,9 +88,6 @@ mod tests {
     #[test]
     fn scrub_removes_every_occurrence() {
         let s = Sensitive::new("abc123secret");
-        assert_eq!(
-            s.scrub("x abc123secret y abc123secret"),
-            "x [REDACTED] y [REDACTED]"
-        );
+        assert_eq!(s.scrub("x abc123secret y abc123secret"), "x [REDACTED] y [REDACTED]");
     }
 }

@@ -10,10 +10,7 @@ const MAX_JITTER: SignedDuration = SignedDuration::from_secs(300);
 
 /// How long before expiry to renew: `renew_before` when it is shorter than the lifetime,
 /// otherwise (and by default) one third of the lifetime.
-pub fn renew_lead(
-    lifetime: SignedDuration,
-    renew_before: Option<SignedDuration>,
-) -> SignedDuration {
+pub fn renew_lead(lifetime: SignedDuration, renew_before: Option<SignedDuration>) -> SignedDuration {
     match renew_before {
         Some(lead) if lead.is_positive() && lead < lifetime => lead,
         _ => lifetime / 3,
@@ -40,12 +37,15 @@ pub fn refresh_at(
     let lead = renew_lead(lifetime, renew_before);
     let max_jitter = lifetime.mul_f64(JITTER_SHARE).min(MAX_JITTER);
     let jitter = max_jitter.mul_f64(jitter.clamp(0.0, 1.0));
-    let at = expires_at
-        .saturating_sub(lead)
-        .and_then(|t| t.saturating_sub(jitter))
-        .unwrap_or(issued_at);
+    let at = expires_at.saturating_sub(lead).and_then(|t| t.saturating_sub(jitter)).unwrap_or(issued_at);
     let earliest = issued_at.saturating_add(min_interval).unwrap_or(issued_at);
-    at.max(earliest)
+    whole_seconds(at.max(earliest))
+}
+
+/// `t` without its fraction of a second: Kubernetes stores times to the second, and status
+/// written with finer times would never compare equal to what is read back.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// A stable number in `[0, 1)` from `seed`: the same token of the same credential always gets
@@ -58,27 +58,17 @@ pub fn jitter_for(seed: &str) -> f64 {
 
 /// Exponential backoff with jitter and a cap, after `failures` consecutive failures (>= 1).
 /// `random` in `[0, 1)` picks a point in the upper half of the window ("equal jitter").
-pub fn backoff(
-    failures: u32,
-    base: SignedDuration,
-    cap: SignedDuration,
-    random: f64,
-) -> SignedDuration {
+pub fn backoff(failures: u32, base: SignedDuration, cap: SignedDuration, random: f64) -> SignedDuration {
     let exp = failures.saturating_sub(1).min(30);
-    let window = base
-        .checked_mul(1i32 << exp.min(30))
-        .unwrap_or(cap)
-        .min(cap);
+    let window = base.checked_mul(1i32 << exp.min(30)).unwrap_or(cap).min(cap);
     let half = window / 2;
     half + half.mul_f64(random.clamp(0.0, 1.0))
 }
 
 /// Parses a duration such as `1h`, `30m`, `1h30m` or `90s`.
 pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
-    let d: SignedDuration = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 1h, 30m or 1h30m"))?;
+    let d: SignedDuration =
+        s.trim().parse().map_err(|_| format!("{s:?} is not a duration such as 1h, 30m or 1h30m"))?;
     if d.is_negative() {
         return Err(format!("{s:?} is negative"));
     }
@@ -97,22 +87,10 @@ mod tests {
 
     #[test]
     fn default_renews_with_a_third_left() {
-        let at = refresh_at(
-            t("2026-01-01T00:00:00Z"),
-            t("2026-01-02T00:00:00Z"),
-            None,
-            0.0,
-            MIN,
-        );
+        let at = refresh_at(t("2026-01-01T00:00:00Z"), t("2026-01-02T00:00:00Z"), None, 0.0, MIN);
         assert_eq!(at, t("2026-01-01T16:00:00Z"));
         // one-hour tokens: 20 minutes before expiry
-        let at = refresh_at(
-            t("2026-01-01T00:00:00Z"),
-            t("2026-01-01T01:00:00Z"),
-            None,
-            0.0,
-            MIN,
-        );
+        let at = refresh_at(t("2026-01-01T00:00:00Z"), t("2026-01-01T01:00:00Z"), None, 0.0, MIN);
         assert_eq!(at, t("2026-01-01T00:40:00Z"));
     }
 
@@ -121,10 +99,7 @@ mod tests {
         let issued = t("2026-01-01T00:00:00Z");
         let expires = t("2026-01-02T00:00:00Z");
         let lead = Some(SignedDuration::from_hours(1));
-        assert_eq!(
-            refresh_at(issued, expires, lead, 0.0, MIN),
-            t("2026-01-01T23:00:00Z")
-        );
+        assert_eq!(refresh_at(issued, expires, lead, 0.0, MIN), t("2026-01-01T23:00:00Z"));
         let jittered = refresh_at(issued, expires, lead, 0.999, MIN);
         assert!(jittered < t("2026-01-01T23:00:00Z") && jittered >= t("2026-01-01T22:55:00Z"));
     }
@@ -164,10 +139,7 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         let base = SignedDuration::from_secs(5);
         let cap = SignedDuration::from_secs(300);
-        assert_eq!(
-            backoff(1, base, cap, 0.0),
-            SignedDuration::from_millis(2500)
-        );
+        assert_eq!(backoff(1, base, cap, 0.0), SignedDuration::from_millis(2500));
         assert_eq!(backoff(1, base, cap, 1.0), base);
         assert_eq!(backoff(3, base, cap, 1.0), SignedDuration::from_secs(20));
         assert_eq!(backoff(50, base, cap, 1.0), cap);
@@ -177,14 +149,8 @@ mod tests {
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("1h").unwrap(), SignedDuration::from_hours(1));
-        assert_eq!(
-            parse_duration("1h30m").unwrap(),
-            SignedDuration::from_mins(90)
-        );
-        assert_eq!(
-            parse_duration("90s").unwrap(),
-            SignedDuration::from_secs(90)
-        );
+        assert_eq!(parse_duration("1h30m").unwrap(), SignedDuration::from_mins(90));
+        assert_eq!(parse_duration("90s").unwrap(), SignedDuration::from_secs(90));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-5m").is_err());
     }

@@ -57,11 +57,7 @@ pub fn ownership(existing: Option<&Secret>, cr: &GroupDocsCredential) -> Ownersh
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
-    if owned {
-        Ownership::Ours
-    } else {
-        Ownership::Foreign
-    }
+    if owned { Ownership::Ours } else { Ownership::Foreign }
 }
 
 /// The Secret as it should be for `token`.
@@ -69,44 +65,20 @@ pub fn render(cr: &GroupDocsCredential, token: &Token, issued_for: &IssuedFor) -
     let mut labels = cr.spec.target.labels.clone();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
     let mut annotations = cr.spec.target.annotations.clone();
-    annotations.insert(
-        CREDENTIAL_ANNOTATION.to_string(),
-        cr.metadata.name.clone().unwrap_or_default(),
-    );
-    annotations.insert(
-        TOKEN_URL_ANNOTATION.to_string(),
-        issued_for.token_url.clone(),
-    );
-    annotations.insert(
-        CLIENT_ID_ANNOTATION.to_string(),
-        issued_for.client_id.clone(),
-    );
-    annotations.insert(
-        CLIENT_SECRET_VERSION_ANNOTATION.to_string(),
-        issued_for.client_secret_version.clone(),
-    );
-    annotations.insert(
-        ISSUED_AT_ANNOTATION.to_string(),
-        token.issued_at.to_string(),
-    );
+    annotations.insert(CREDENTIAL_ANNOTATION.to_string(), cr.metadata.name.clone().unwrap_or_default());
+    annotations.insert(TOKEN_URL_ANNOTATION.to_string(), issued_for.token_url.clone());
+    annotations.insert(CLIENT_ID_ANNOTATION.to_string(), issued_for.client_id.clone());
+    annotations.insert(CLIENT_SECRET_VERSION_ANNOTATION.to_string(), issued_for.client_secret_version.clone());
+    annotations.insert(ISSUED_AT_ANNOTATION.to_string(), token.issued_at.to_string());
     match &issued_for.scope {
         Some(scope) => annotations.insert(SCOPE_ANNOTATION.to_string(), scope.clone()),
         None => annotations.remove(SCOPE_ANNOTATION),
     };
     let data = BTreeMap::from([
-        (
-            ACCESS_TOKEN_KEY.to_string(),
-            bytes(token.access_token.expose()),
-        ),
+        (ACCESS_TOKEN_KEY.to_string(), bytes(token.access_token.expose())),
         (TOKEN_TYPE_KEY.to_string(), bytes(&token.token_type)),
-        (
-            EXPIRES_AT_KEY.to_string(),
-            bytes(&token.expires_at.to_string()),
-        ),
-        (
-            AUTHORIZATION_KEY.to_string(),
-            bytes(token.authorization().expose()),
-        ),
+        (EXPIRES_AT_KEY.to_string(), bytes(&token.expires_at.to_string())),
+        (AUTHORIZATION_KEY.to_string(), bytes(token.authorization().expose())),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -124,8 +96,7 @@ pub fn render(cr: &GroupDocsCredential, token: &Token, issued_for: &IssuedFor) -
 }
 
 fn owner_reference(cr: &GroupDocsCredential) -> OwnerReference {
-    cr.controller_owner_ref(&())
-        .expect("a stored GroupDocsCredential has a name and uid")
+    cr.controller_owner_ref(&()).expect("a stored GroupDocsCredential has a name and uid")
 }
 
 fn bytes(s: &str) -> ByteString {
@@ -139,24 +110,13 @@ pub fn merge(existing: &Secret, desired: &Secret) -> Secret {
     let mut merged = existing.clone();
     let meta = &mut merged.metadata;
     meta.managed_fields = None;
-    meta.labels
-        .get_or_insert_default()
-        .extend(desired.metadata.labels.clone().unwrap_or_default());
+    meta.labels.get_or_insert_default().extend(desired.metadata.labels.clone().unwrap_or_default());
     let annotations = meta.annotations.get_or_insert_default();
-    if !desired
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(SCOPE_ANNOTATION))
-    {
+    if !desired.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(SCOPE_ANNOTATION)) {
         annotations.remove(SCOPE_ANNOTATION);
     }
     annotations.extend(desired.metadata.annotations.clone().unwrap_or_default());
-    let desired_owner = desired
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
+    let desired_owner = desired.metadata.owner_references.clone().unwrap_or_default();
     let owners = meta.owner_references.get_or_insert_default();
     owners.retain(|o| !desired_owner.iter().any(|d| d.uid == o.uid));
     owners.extend(desired_owner);
@@ -177,10 +137,7 @@ pub fn needs_update(existing: &Secret, desired: &Secret) -> bool {
 /// The token a Secret holds and what it was issued for, if it is complete and readable.
 pub fn read_token(secret: &Secret) -> Option<(Token, IssuedFor)> {
     let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
+    let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok());
     let annotations = secret.metadata.annotations.as_ref()?;
     let annotation = |key: &str| annotations.get(key).cloned();
     let access_token = text(ACCESS_TOKEN_KEY).filter(|t| !t.is_empty())?;
@@ -247,10 +204,7 @@ mod tests {
         assert_eq!(labels["team"], "docs");
         assert_eq!(s.metadata.name.as_deref(), Some("viewer-token"));
         let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.uid.as_str(), owner.controller),
-            ("uid-1", Some(true))
-        );
+        assert_eq!((owner.uid.as_str(), owner.controller), ("uid-1", Some(true)));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
     }
 
@@ -266,11 +220,7 @@ mod tests {
         let mut s = render(&cr, &token(), &issued_for());
         assert_eq!(ownership(Some(&s), &cr), Ownership::Ours);
         s.metadata.labels = None;
-        assert_eq!(
-            ownership(Some(&s), &cr),
-            Ownership::Ours,
-            "a stripped label does not make it foreign"
-        );
+        assert_eq!(ownership(Some(&s), &cr), Ownership::Ours, "a stripped label does not make it foreign");
         s.metadata.owner_references.as_mut().unwrap()[0].uid = "other".into();
         assert_eq!(ownership(Some(&s), &cr), Ownership::Foreign);
         assert_eq!(ownership(None, &cr), Ownership::Absent);
@@ -283,41 +233,17 @@ mod tests {
         let mut edited = desired.clone();
         edited.metadata.uid = Some("secret-uid".into());
         edited.metadata.resource_version = Some("7".into());
-        edited
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .remove(MANAGED_BY_LABEL);
-        edited
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert("extra".into(), "kept".into());
-        edited
-            .data
-            .as_mut()
-            .unwrap()
-            .insert(ACCESS_TOKEN_KEY.into(), bytes("tampered"));
-        edited
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("junk".into(), bytes("x"));
+        edited.metadata.labels.as_mut().unwrap().remove(MANAGED_BY_LABEL);
+        edited.metadata.labels.as_mut().unwrap().insert("extra".into(), "kept".into());
+        edited.data.as_mut().unwrap().insert(ACCESS_TOKEN_KEY.into(), bytes("tampered"));
+        edited.data.as_mut().unwrap().insert("junk".into(), bytes("x"));
         assert!(needs_update(&edited, &desired));
         let merged = merge(&edited, &desired);
         assert_eq!(merged.data, desired.data);
         assert_eq!(merged.metadata.labels.as_ref().unwrap()["extra"], "kept");
-        assert_eq!(
-            merged.metadata.labels.as_ref().unwrap()[MANAGED_BY_LABEL],
-            MANAGED_BY
-        );
+        assert_eq!(merged.metadata.labels.as_ref().unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
         assert_eq!(merged.metadata.uid.as_deref(), Some("secret-uid"));
         assert_eq!(merged.metadata.resource_version.as_deref(), Some("7"));
-        assert!(
-            !needs_update(&merged, &desired),
-            "a repaired Secret needs no further write"
-        );
+        assert!(!needs_update(&merged, &desired), "a repaired Secret needs no further write");
     }
 }

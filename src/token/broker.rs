@@ -53,8 +53,8 @@ impl Default for BrokerConfig {
 pub struct Want {
     /// A cached token is good enough only while it is not yet due for renewal by this lead.
     pub renew_before: Option<SignedDuration>,
-    /// A token issued before this time is not good enough (forced renewal).
-    pub issued_after: Option<Timestamp>,
+    /// A new token, whatever the cache holds (forced renewal).
+    pub force: bool,
     pub min_interval: SignedDuration,
 }
 
@@ -124,21 +124,11 @@ impl<F: Fetch> Broker<F> {
         let slot = self.slot(&key);
         let mut slot = slot.lock().await;
         let now = Timestamp::now();
-        if let Some(token) = slot.token.as_ref().filter(|t| acceptable(t, &want, now)) {
-            return Ok(Issued {
-                token: token.clone(),
-                fetched: false,
-            });
+        if let Some(token) = slot.token.as_ref().filter(|t| !want.force && acceptable(t, &want, now)) {
+            return Ok(Issued { token: token.clone(), fetched: false });
         }
-        if let Some(blocked) = slot
-            .blocked
-            .as_ref()
-            .filter(|e| e.retry_at().is_some_and(|t| t > now))
-        {
-            return Err(Refused {
-                error: blocked.clone(),
-                sent: false,
-            });
+        if let Some(blocked) = slot.blocked.as_ref().filter(|e| e.retry_at().is_some_and(|t| t > now)) {
+            return Err(Refused { error: blocked.clone(), sent: false });
         }
         let not_sent = |error| Refused { error, sent: false };
         self.check_pause(req, now).map_err(not_sent)?;
@@ -150,22 +140,14 @@ impl<F: Fetch> Broker<F> {
         match result {
             Ok(token) => {
                 self.metrics.token_requested("Ok", started.elapsed());
-                *slot = Slot {
-                    token: Some(token.clone()),
-                    blocked: None,
-                    failures: 0,
-                };
-                Ok(Issued {
-                    token,
-                    fetched: true,
-                })
+                *slot = Slot { token: Some(token.clone()), blocked: None, failures: 0 };
+                Ok(Issued { token, fetched: true })
             }
             Err(failure) => {
                 slot.failures += 1;
                 self.record_failure(req, now);
                 let error = self.classify(req, failure, slot.failures, now);
-                self.metrics
-                    .token_requested(error.reason(), started.elapsed());
+                self.metrics.token_requested(error.reason(), started.elapsed());
                 slot.blocked = Some(error.clone());
                 Err(Refused { error, sent: true })
             }
@@ -176,9 +158,7 @@ impl<F: Fetch> Broker<F> {
     /// leader change), so that it holds even though this process never saw the 429.
     pub fn honour_pause(&self, url: &str, client_id: &str, until: Timestamp) {
         let mut pauses = self.pauses.lock().expect("pauses lock");
-        let entry = pauses
-            .entry((url.to_string(), client_id.to_string()))
-            .or_insert(until);
+        let entry = pauses.entry((url.to_string(), client_id.to_string())).or_insert(until);
         *entry = (*entry).max(until);
     }
 
@@ -189,16 +169,10 @@ impl<F: Fetch> Broker<F> {
             Arc::strong_count(slot) > 1
                 || slot.try_lock().map_or(true, |s| {
                     s.token.as_ref().is_some_and(|t| !t.is_expired(now))
-                        || s.blocked
-                            .as_ref()
-                            .and_then(Error::retry_at)
-                            .is_some_and(|t| t > now)
+                        || s.blocked.as_ref().and_then(Error::retry_at).is_some_and(|t| t > now)
                 })
         });
-        self.pauses
-            .lock()
-            .expect("pauses lock")
-            .retain(|_, until| *until > now);
+        self.pauses.lock().expect("pauses lock").retain(|_, until| *until > now);
     }
 
     fn key(&self, req: &TokenRequest) -> SlotKey {
@@ -222,8 +196,7 @@ impl<F: Fetch> Broker<F> {
         let pauses = self.pauses.lock().expect("pauses lock");
         match pauses.get(&(req.url.clone(), req.client_id.clone())) {
             Some(until) if *until > now => Err(Error::RateLimited {
-                detail: "the token endpoint answered 429 Too Many Requests for this client"
-                    .to_string(),
+                detail: "the token endpoint answered 429 Too Many Requests for this client".to_string(),
                 until: *until,
             }),
             _ => Ok(()),
@@ -250,26 +223,12 @@ impl<F: Fetch> Broker<F> {
 
     fn record_failure(&self, req: &TokenRequest, now: Timestamp) {
         let mut failures = self.failures.lock().expect("failures lock");
-        failures
-            .entry(endpoint(&req.url))
-            .or_default()
-            .push_back(now);
+        failures.entry(endpoint(&req.url)).or_default().push_back(now);
     }
 
-    fn classify(
-        &self,
-        req: &TokenRequest,
-        failure: Failure,
-        failures: u32,
-        now: Timestamp,
-    ) -> Error {
+    fn classify(&self, req: &TokenRequest, failure: Failure, failures: u32, now: Timestamp) -> Error {
         let backoff_until = || {
-            let wait = schedule::backoff(
-                failures,
-                self.config.backoff_base,
-                self.config.backoff_cap,
-                rand::random(),
-            );
+            let wait = schedule::backoff(failures, self.config.backoff_base, self.config.backoff_cap, rand::random());
             now + wait
         };
         match failure {
@@ -284,50 +243,27 @@ impl<F: Fetch> Broker<F> {
                 self.honour_pause(&req.url, &req.client_id, until);
                 Error::RateLimited { detail, until }
             }
-            Failure::Unavailable(detail) => Error::TokenEndpointUnavailable {
-                detail,
-                retry_at: backoff_until(),
-            },
-            Failure::InvalidResponse(detail) => Error::InvalidTokenResponse {
-                detail,
-                retry_at: backoff_until(),
-            },
+            Failure::Unavailable(detail) => Error::TokenEndpointUnavailable { detail, retry_at: backoff_until() },
+            Failure::InvalidResponse(detail) => Error::InvalidTokenResponse { detail, retry_at: backoff_until() },
         }
     }
 }
 
 /// May a cached token answer this caller?
 fn acceptable(token: &Token, want: &Want, now: Timestamp) -> bool {
-    if want
-        .issued_after
-        .is_some_and(|after| token.issued_at < after)
-    {
-        return false;
-    }
-    let due = schedule::refresh_at(
-        token.issued_at,
-        token.expires_at,
-        want.renew_before,
-        0.0,
-        want.min_interval,
-    );
+    let due = schedule::refresh_at(token.issued_at, token.expires_at, want.renew_before, 0.0, want.min_interval);
     now < due && !token.is_expired(now)
 }
 
 fn forget_older_than_a_minute(recent: &mut VecDeque<Timestamp>, now: Timestamp) {
-    while recent
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= SignedDuration::from_mins(1))
-    {
+    while recent.front().is_some_and(|t| now.duration_since(*t) >= SignedDuration::from_mins(1)) {
         recent.pop_front();
     }
 }
 
 /// The budget applies per endpoint (scheme, host, port): that is what a server rate limits.
 fn endpoint(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_else(|_| url.to_string())
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_string())
 }
 
 #[cfg(test)]
@@ -355,11 +291,7 @@ mod tests {
             }
         }
         fn failing(n: u32, failure: Failure) -> Self {
-            Scripted {
-                fail_first: n,
-                failure,
-                ..Self::ok()
-            }
+            Scripted { fail_first: n, failure, ..Self::ok() }
         }
     }
 
@@ -395,10 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_request_and_the_cache() {
-        let b = Arc::new(broker(Scripted {
-            delay: Duration::from_millis(50),
-            ..Scripted::ok()
-        }));
+        let b = Arc::new(broker(Scripted { delay: Duration::from_millis(50), ..Scripted::ok() }));
         let calls: Vec<_> = (0..10)
             .map(|_| {
                 let b = b.clone();
@@ -412,121 +341,52 @@ mod tests {
         assert_eq!(fetched, 1);
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 1);
         b.token(&req("b"), Want::default()).await.unwrap();
-        assert_eq!(
-            b.fetcher.calls.load(Ordering::SeqCst),
-            2,
-            "another client is another request"
-        );
+        assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 2, "another client is another request");
         let mut other_secret = req("a");
         other_secret.client_secret = Sensitive::new("rotated");
         b.token(&other_secret, Want::default()).await.unwrap();
-        assert_eq!(
-            b.fetcher.calls.load(Ordering::SeqCst),
-            3,
-            "a rotated secret is another request"
-        );
+        assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 3, "a rotated secret is another request");
     }
 
     #[tokio::test]
     async fn forced_renewal_bypasses_the_cache_once() {
         let b = broker(Scripted::ok());
         let first = b.token(&req("a"), Want::default()).await.unwrap().token;
-        let want = Want {
-            issued_after: Some(Timestamp::now()),
-            ..Want::default()
-        };
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let forced = b.token(&req("a"), want).await.unwrap();
+        let forced = b.token(&req("a"), Want { force: true, ..Want::default() }).await.unwrap();
         assert!(forced.fetched);
         assert_ne!(forced.token.access_token, first.access_token);
-        let again = b.token(&req("a"), want).await.unwrap();
-        assert!(
-            !again.fetched,
-            "the same request is answered by the fresh token"
-        );
+        let again = b.token(&req("a"), Want::default()).await.unwrap();
+        assert!(!again.fetched, "others are answered by the fresh token");
+        assert_eq!(again.token.access_token, forced.token.access_token);
     }
 
     #[tokio::test]
     async fn a_429_pauses_the_client_until_retry_after() {
         let until = Timestamp::now() + SignedDuration::from_secs(120);
-        let b = broker(Scripted::failing(
-            1,
-            Failure::RateLimited {
-                detail: "429".into(),
-                until,
-            },
-        ));
+        let b = broker(Scripted::failing(1, Failure::RateLimited { detail: "429".into(), until }));
         let err = b.token(&req("a"), Want::default()).await.unwrap_err();
-        assert_eq!(
-            err,
-            Refused {
-                error: Error::RateLimited {
-                    detail: "429".into(),
-                    until
-                },
-                sent: true
-            }
-        );
+        assert_eq!(err, Refused { error: Error::RateLimited { detail: "429".into(), until }, sent: true });
         let err = b.token(&req("a"), Want::default()).await.unwrap_err();
         assert_eq!((err.error.reason(), err.sent), ("RateLimited", false));
         let mut other_secret = req("a");
         other_secret.client_secret = Sensitive::new("other");
-        assert_eq!(
-            b.token(&other_secret, Want::default())
-                .await
-                .unwrap_err()
-                .error
-                .reason(),
-            "RateLimited"
-        );
-        assert_eq!(
-            b.fetcher.calls.load(Ordering::SeqCst),
-            1,
-            "no request inside the pause"
-        );
+        assert_eq!(b.token(&other_secret, Want::default()).await.unwrap_err().error.reason(), "RateLimited");
+        assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 1, "no request inside the pause");
     }
 
     #[tokio::test]
     async fn a_restored_pause_is_honoured() {
         let b = broker(Scripted::ok());
-        b.honour_pause(
-            &req("a").url,
-            "a",
-            Timestamp::now() + SignedDuration::from_secs(60),
-        );
-        assert_eq!(
-            b.token(&req("a"), Want::default())
-                .await
-                .unwrap_err()
-                .error
-                .reason(),
-            "RateLimited"
-        );
+        b.honour_pause(&req("a").url, "a", Timestamp::now() + SignedDuration::from_secs(60));
+        assert_eq!(b.token(&req("a"), Want::default()).await.unwrap_err().error.reason(), "RateLimited");
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
     async fn invalid_clients_are_not_retried_until_the_secret_changes() {
-        let b = broker(Scripted::failing(
-            1,
-            Failure::InvalidClient("HTTP 400: invalid_client".into()),
-        ));
-        assert_eq!(
-            b.token(&req("a"), Want::default())
-                .await
-                .unwrap_err()
-                .error
-                .reason(),
-            "InvalidClient"
-        );
-        assert_eq!(
-            b.token(&req("a"), Want::default())
-                .await
-                .unwrap_err()
-                .error
-                .reason(),
-            "InvalidClient"
-        );
+        let b = broker(Scripted::failing(1, Failure::InvalidClient("HTTP 400: invalid_client".into())));
+        assert_eq!(b.token(&req("a"), Want::default()).await.unwrap_err().error.reason(), "InvalidClient");
+        assert_eq!(b.token(&req("a"), Want::default()).await.unwrap_err().error.reason(), "InvalidClient");
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 1);
         let mut fixed = req("a");
         fixed.client_secret = Sensitive::new("fixed");
@@ -537,52 +397,25 @@ mod tests {
     async fn the_failed_request_budget_protects_the_endpoint() {
         let b = Broker::new(
             Scripted::failing(1000, Failure::InvalidClient("bad".into())),
-            BrokerConfig {
-                failed_request_budget: 3,
-                ..BrokerConfig::default()
-            },
+            BrokerConfig { failed_request_budget: 3, ..BrokerConfig::default() },
             Arc::new(Metrics::default()),
         );
         for i in 0..10 {
             let _ = b.token(&req(&format!("broken-{i}")), Want::default()).await;
         }
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 3);
-        let err = b
-            .token(&req("healthy"), Want::default())
-            .await
-            .unwrap_err()
-            .error;
-        assert!(
-            matches!(&err, Error::RateLimited { detail, .. } if detail.contains("budget")),
-            "{err}"
-        );
+        let err = b.token(&req("healthy"), Want::default()).await.unwrap_err().error;
+        assert!(matches!(&err, Error::RateLimited { detail, .. } if detail.contains("budget")), "{err}");
     }
 
     #[tokio::test]
     async fn transient_failures_back_off() {
-        let b = broker(Scripted::failing(
-            1,
-            Failure::Unavailable("HTTP 503".into()),
-        ));
+        let b = broker(Scripted::failing(1, Failure::Unavailable("HTTP 503".into())));
         let err = b.token(&req("a"), Want::default()).await.unwrap_err().error;
         assert_eq!(err.reason(), "TokenEndpointUnavailable");
         let retry = err.retry_at().unwrap().duration_since(Timestamp::now());
-        assert!(
-            retry > SignedDuration::from_secs(2) && retry <= SignedDuration::from_secs(5),
-            "{retry:?}"
-        );
-        assert_eq!(
-            b.token(&req("a"), Want::default())
-                .await
-                .unwrap_err()
-                .error
-                .reason(),
-            "TokenEndpointUnavailable"
-        );
-        assert_eq!(
-            b.fetcher.calls.load(Ordering::SeqCst),
-            1,
-            "no request during the backoff"
-        );
+        assert!(retry > SignedDuration::from_secs(2) && retry <= SignedDuration::from_secs(5), "{retry:?}");
+        assert_eq!(b.token(&req("a"), Want::default()).await.unwrap_err().error.reason(), "TokenEndpointUnavailable");
+        assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 1, "no request during the backoff");
     }
 }

@@ -45,23 +45,15 @@ impl HttpTokenClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .user_agent(concat!(
-                "groupdocs-token-operator/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(concat!("groupdocs-token-operator/", env!("CARGO_PKG_VERSION")))
             .https_only(false);
         if let Some(pem) = &config.extra_ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("extra CA bundle: {e}"))?
-            {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("extra CA bundle: {e}"))? {
                 builder = builder.add_root_certificate(cert);
             }
         }
         let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(HttpTokenClient {
-            http,
-            auth: config.auth,
-        })
+        Ok(HttpTokenClient { http, auth: config.auth })
     }
 
     async fn send(&self, req: &TokenRequest) -> Result<Token, Failure> {
@@ -69,33 +61,21 @@ impl HttpTokenClient {
         if let Some(scope) = req.scope.as_deref().filter(|s| !s.is_empty()) {
             form.push(("scope", scope));
         }
-        let mut builder = self
-            .http
-            .post(&req.url)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let mut builder = self.http.post(&req.url).header(reqwest::header::ACCEPT, "application/json");
         match self.auth {
             ClientAuth::Post => {
                 form.push(("client_id", &req.client_id));
                 form.push(("client_secret", req.client_secret.expose()));
             }
             ClientAuth::Basic => {
-                builder = builder.basic_auth(
-                    form_encode(&req.client_id),
-                    Some(form_encode(req.client_secret.expose())),
-                );
+                builder =
+                    builder.basic_auth(form_encode(&req.client_id), Some(form_encode(req.client_secret.expose())));
             }
         }
-        let mut resp = builder
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e))?;
+        let mut resp = builder.form(&form).send().await.map_err(|e| transport_failure(&e))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| transport_failure(&e))? {
             if body.len() + chunk.len() > MAX_BODY {
@@ -106,13 +86,7 @@ impl HttpTokenClient {
             }
             body.extend_from_slice(&chunk);
         }
-        response::parse(
-            status,
-            retry_after.as_deref(),
-            &body,
-            Timestamp::now(),
-            &req.client_secret,
-        )
+        response::parse(status, retry_after.as_deref(), &body, Timestamp::now(), &req.client_secret)
     }
 }
 

@@ -50,11 +50,7 @@ impl Token {
 
     /// The `Authorization` header value: `Bearer <token>`.
     pub fn authorization(&self) -> Sensitive {
-        let scheme = if self.token_type.eq_ignore_ascii_case("bearer") {
-            "Bearer"
-        } else {
-            &self.token_type
-        };
+        let scheme = if self.token_type.eq_ignore_ascii_case("bearer") { "Bearer" } else { &self.token_type };
         Sensitive::new(format!("{scheme} {}", self.access_token.expose()))
     }
 }

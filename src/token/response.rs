@@ -46,7 +46,7 @@ pub fn parse(
     secret: &Sensitive,
 ) -> Result<Token, Failure> {
     match status {
-        200 => parse_success(body, now),
+        200 => parse_success(body, crate::schedule::whole_seconds(now)),
         429 => {
             let until = retry_after::pause_until(retry_after, now);
             let detail = match retry_after {
@@ -55,24 +55,15 @@ pub fn parse(
             };
             Err(Failure::RateLimited { detail, until })
         }
-        400 | 401 | 403 => Err(Failure::InvalidClient(describe_oauth_error(
-            status, body, secret,
-        ))),
-        408 | 500..=599 => Err(Failure::Unavailable(format!(
-            "HTTP {status}{}",
-            oauth_suffix(body, secret)
-        ))),
-        _ => Err(Failure::InvalidResponse(format!(
-            "unexpected HTTP {status}{}",
-            oauth_suffix(body, secret)
-        ))),
+        400 | 401 | 403 => Err(Failure::InvalidClient(describe_oauth_error(status, body, secret))),
+        408 | 500..=599 => Err(Failure::Unavailable(format!("HTTP {status}{}", oauth_suffix(body, secret)))),
+        _ => Err(Failure::InvalidResponse(format!("unexpected HTTP {status}{}", oauth_suffix(body, secret)))),
     }
 }
 
 fn parse_success(body: &[u8], now: Timestamp) -> Result<Token, Failure> {
     let invalid = |msg: &str| Failure::InvalidResponse(msg.to_string());
-    let body: Body =
-        serde_json::from_slice(body).map_err(|_| invalid("the body is not a JSON object"))?;
+    let body: Body = serde_json::from_slice(body).map_err(|_| invalid("the body is not a JSON object"))?;
     let access_token = match body.access_token {
         Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t,
         Some(serde_json::Value::String(_)) => return Err(invalid("access_token is empty")),
@@ -80,15 +71,11 @@ fn parse_success(body: &[u8], now: Timestamp) -> Result<Token, Failure> {
         None => return Err(invalid("access_token is missing")),
     };
     if access_token.len() > 16 * 1024 || access_token.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(invalid(
-            "access_token is not a printable token of at most 16 KiB",
-        ));
+        return Err(invalid("access_token is not a printable token of at most 16 KiB"));
     }
     let token_type = match body.token_type {
         None => "Bearer".to_string(),
-        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {
-            "Bearer".to_string()
-        }
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_string(),
         Some(other) => {
             return Err(Failure::InvalidResponse(format!(
                 "token_type {} is not Bearer",
@@ -102,33 +89,19 @@ fn parse_success(body: &[u8], now: Timestamp) -> Result<Token, Failure> {
         None => jwt_exp(&access_token)
             .map(|exp| exp.duration_since(now))
             .filter(|d| d.is_positive() && *d <= MAX_LIFETIME)
-            .ok_or_else(|| {
-                invalid("expires_in is missing and the token carries no usable exp claim")
-            })?,
+            .ok_or_else(|| invalid("expires_in is missing and the token carries no usable exp claim"))?,
     };
-    let expires_at = now
-        .checked_add(lifetime)
-        .map_err(|_| invalid("expires_in is out of range"))?;
-    Ok(Token {
-        access_token: Sensitive::new(access_token),
-        token_type,
-        issued_at: now,
-        expires_at,
-    })
+    let expires_at = now.checked_add(lifetime).map_err(|_| invalid("expires_in is out of range"))?;
+    Ok(Token { access_token: Sensitive::new(access_token), token_type, issued_at: now, expires_at })
 }
 
 fn expires_in(v: &serde_json::Value) -> Result<SignedDuration, Failure> {
-    let secs = v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-            .map(|f| f as i64)
-    });
+    let secs = v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64));
     match secs {
         Some(s) if s > 0 && s <= MAX_LIFETIME.as_secs() => Ok(SignedDuration::from_secs(s)),
-        Some(s) => Err(Failure::InvalidResponse(format!(
-            "expires_in {s} is outside 1..={} seconds",
-            MAX_LIFETIME.as_secs()
-        ))),
+        Some(s) => {
+            Err(Failure::InvalidResponse(format!("expires_in {s} is outside 1..={} seconds", MAX_LIFETIME.as_secs())))
+        }
         None => Err(Failure::InvalidResponse(format!(
             "expires_in {} is not a whole number of seconds",
             printable(&v.to_string(), 32)
@@ -139,9 +112,7 @@ fn expires_in(v: &serde_json::Value) -> Result<SignedDuration, Failure> {
 /// The `exp` claim of a JWT, without verifying the signature (the issuer verifies it).
 pub fn jwt_exp(token: &str) -> Option<Timestamp> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     Timestamp::from_second(claims.get("exp")?.as_i64()?).ok()
 }
@@ -168,11 +139,7 @@ fn oauth_suffix(body: &[u8], secret: &Sensitive) -> String {
 
 /// A server's text made safe for a message: printable ASCII only, bounded length.
 fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(max)
-        .collect();
+    let mut out: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(max).collect();
     if s.chars().count() > max {
         out.push('…');
     }
@@ -189,34 +156,18 @@ mod tests {
     }
 
     fn parse_json(status: u16, body: serde_json::Value) -> Result<Token, Failure> {
-        parse(
-            status,
-            None,
-            body.to_string().as_bytes(),
-            now(),
-            &Sensitive::new("the-client-secret"),
-        )
+        parse(status, None, body.to_string().as_bytes(), now(), &Sensitive::new("the-client-secret"))
     }
 
     fn jwt_with_exp(exp: i64) -> String {
-        let enc = |v: serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
-        format!(
-            "{}.{}.sig",
-            enc(json!({"alg":"HS256","typ":"JWT"})),
-            enc(json!({"exp": exp}))
-        )
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", enc(json!({"alg":"HS256","typ":"JWT"})), enc(json!({"exp": exp})))
     }
 
     #[test]
     fn success_uses_expires_in_of_each_response() {
         for lifetime in [86400, 3600] {
-            let t = parse_json(
-                200,
-                json!({"access_token":"abc","expires_in":lifetime,"token_type":"Bearer"}),
-            )
-            .unwrap();
+            let t = parse_json(200, json!({"access_token":"abc","expires_in":lifetime,"token_type":"Bearer"})).unwrap();
             assert_eq!(t.expires_at.duration_since(now()).as_secs(), lifetime);
             assert_eq!(t.token_type, "Bearer");
             assert_eq!(t.authorization().expose(), "Bearer abc");
@@ -247,13 +198,7 @@ mod tests {
             json!([1, 2]),
         ];
         for body in cases {
-            assert!(
-                matches!(
-                    parse_json(200, body.clone()),
-                    Err(Failure::InvalidResponse(_))
-                ),
-                "{body}"
-            );
+            assert!(matches!(parse_json(200, body.clone()), Err(Failure::InvalidResponse(_))), "{body}");
         }
         let not_json = parse(200, None, b"<html>", now(), &Sensitive::default());
         assert!(matches!(not_json, Err(Failure::InvalidResponse(_))));
@@ -264,22 +209,10 @@ mod tests {
         assert!(
             matches!(parse_json(400, json!({"error":"invalid_client"})), Err(Failure::InvalidClient(m)) if m.contains("invalid_client"))
         );
-        assert!(matches!(
-            parse_json(401, json!({})),
-            Err(Failure::InvalidClient(_))
-        ));
-        assert!(matches!(
-            parse_json(500, json!({})),
-            Err(Failure::Unavailable(_))
-        ));
-        assert!(matches!(
-            parse_json(503, json!({})),
-            Err(Failure::Unavailable(_))
-        ));
-        assert!(matches!(
-            parse_json(404, json!({})),
-            Err(Failure::InvalidResponse(_))
-        ));
+        assert!(matches!(parse_json(401, json!({})), Err(Failure::InvalidClient(_))));
+        assert!(matches!(parse_json(500, json!({})), Err(Failure::Unavailable(_))));
+        assert!(matches!(parse_json(503, json!({})), Err(Failure::Unavailable(_))));
+        assert!(matches!(parse_json(404, json!({})), Err(Failure::InvalidResponse(_))));
         let limited = parse(429, Some("42"), b"", now(), &Sensitive::default());
         assert!(
             matches!(limited, Err(Failure::RateLimited { until, .. }) if until.duration_since(now()).as_secs() == 42)
@@ -288,13 +221,8 @@ mod tests {
 
     #[test]
     fn an_echoed_secret_is_scrubbed() {
-        let err = parse_json(
-            400,
-            json!({"error":"invalid_client","error_description":"bad secret the-client-secret"}),
-        );
-        let Err(Failure::InvalidClient(msg)) = err else {
-            panic!()
-        };
+        let err = parse_json(400, json!({"error":"invalid_client","error_description":"bad secret the-client-secret"}));
+        let Err(Failure::InvalidClient(msg)) = err else { panic!() };
         assert!(!msg.contains("the-client-secret"), "{msg}");
     }
 }

@@ -12,20 +12,14 @@ const MIN_PAUSE: SignedDuration = SignedDuration::from_secs(1);
 /// Missing or unparsable values give [`DEFAULT_PAUSE`]; every result lies within
 /// `[now + 1s, now + MAX_PAUSE]`.
 pub fn pause_until(header: Option<&str>, now: Timestamp) -> Timestamp {
-    let pause = header
-        .and_then(|v| parse(v.trim(), now))
-        .unwrap_or(DEFAULT_PAUSE);
-    now.saturating_add(pause.clamp(MIN_PAUSE, MAX_PAUSE))
-        .unwrap_or(now)
+    let pause = header.and_then(|v| parse(v.trim(), now)).unwrap_or(DEFAULT_PAUSE);
+    now.saturating_add(pause.clamp(MIN_PAUSE, MAX_PAUSE)).unwrap_or(now)
 }
 
 fn parse(value: &str, now: Timestamp) -> Option<SignedDuration> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Longer than i64 seconds is "very long": clamp rather than fail.
-        let secs = value
-            .parse::<u64>()
-            .unwrap_or(u64::MAX)
-            .min(i64::MAX as u64);
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(i64::MAX as u64);
         return Some(SignedDuration::from_secs(secs as i64));
     }
     let date = httpdate::parse_http_date(value).ok()?;

@@ -28,11 +28,7 @@ pub type Result<T> = std::result::Result<T, String>;
 
 /// The Kubernetes version the environment is pinned to, e.g. `v1.36.3`.
 pub fn kubernetes_version() -> &'static str {
-    VERSIONS
-        .lines()
-        .find_map(|l| l.strip_prefix("K8S_VERSION="))
-        .expect("hack/testbins.env names K8S_VERSION")
-        .trim()
+    VERSIONS.lines().find_map(|l| l.strip_prefix("K8S_VERSION=")).expect("hack/testbins.env names K8S_VERSION").trim()
 }
 
 /// Where `make testbins` puts the binaries (`$TESTBINS_DIR` overrides).
@@ -42,12 +38,8 @@ pub fn testbins_dir() -> PathBuf {
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache
-        .join("groupdocs-token-operator/testbins")
-        .join(kubernetes_version())
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    cache.join("groupdocs-token-operator/testbins").join(kubernetes_version())
 }
 
 /// Path of one test binary, or an error that says how to build it.
@@ -91,24 +83,15 @@ impl ControlPlane {
     pub fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let dir = dir.canonicalize().map_err(|e| e.to_string())?;
-        let bins = [
-            testbin("etcd")?,
-            testbin("kube-apiserver")?,
-            testbin("kube-controller-manager")?,
-            testbin("kubectl")?,
-        ];
+        let bins =
+            [testbin("etcd")?, testbin("kube-apiserver")?, testbin("kube-controller-manager")?, testbin("kubectl")?];
         let pki = pki::write(&dir.join("pki")).map_err(|e| format!("certificates: {e}"))?;
         let [etcd_port, etcd_peer_port, api_port] = free_ports();
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         fs::write(&kubeconfig, pki::kubeconfig(&pki, &server)).map_err(|e| e.to_string())?;
 
-        let mut cp = ControlPlane {
-            dir: dir.clone(),
-            kubeconfig,
-            processes: Vec::new(),
-            owns_dir: true,
-        };
+        let mut cp = ControlPlane { dir: dir.clone(), kubeconfig, processes: Vec::new(), owns_dir: true };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         let mut etcd = Command::new(&bins[0]);
@@ -144,7 +127,7 @@ impl ControlPlane {
             &format!("--client-ca-file={}", p("ca.crt")),
             "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            &format!("--service-account-key-file={}", p("sa.key")),
+            &format!("--service-account-key-file={}", p("sa.pub")),
             &format!("--service-account-signing-key-file={}", p("sa.key")),
             "--service-cluster-ip-range=10.0.0.0/24",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
@@ -175,12 +158,7 @@ impl ControlPlane {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .ok_or_else(|| format!("{EXISTING_CLUSTER_ENV} is set but KUBECONFIG is not"))?;
-        Ok(ControlPlane {
-            dir: std::env::temp_dir(),
-            kubeconfig,
-            processes: Vec::new(),
-            owns_dir: false,
-        })
+        Ok(ControlPlane { dir: std::env::temp_dir(), kubeconfig, processes: Vec::new(), owns_dir: false })
     }
 
     pub fn kubeconfig(&self) -> &Path {
@@ -201,40 +179,25 @@ impl ControlPlane {
 
     /// Runs kubectl with `args` and returns its stdout, or its stderr as the error.
     pub fn kubectl_run(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .kubectl()
-            .args(args)
-            .output()
-            .map_err(|e| format!("kubectl: {e}"))?;
+        let out = self.kubectl().args(args).output().map_err(|e| format!("kubectl: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(format!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
         }
     }
 
     /// Process ids of the running components, by name.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
-        self.processes
-            .iter()
-            .map(|p| (p.name, p.child.id()))
-            .collect()
+        self.processes.iter().map(|p| (p.name, p.child.id())).collect()
     }
 
     fn spawn(&mut self, name: &'static str, mut cmd: Command, lifetime: Lifetime) -> Result<()> {
-        let log =
-            fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
+        let log = fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
         set_lifetime(&mut cmd, lifetime);
         let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
-        fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())
-            .map_err(|e| e.to_string())?;
+        fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string()).map_err(|e| e.to_string())?;
         self.processes.push(Process { name, child });
         Ok(())
     }
@@ -256,15 +219,9 @@ impl ControlPlane {
             if default_ns {
                 return Ok(());
             }
-            let exited = self
-                .processes
-                .iter_mut()
-                .find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
+            let exited = self.processes.iter_mut().find_map(|p| Some((p.name, p.child.try_wait().ok()??)));
             if let Some((name, status)) = exited {
-                return Err(format!(
-                    "{name} exited with {status}\n{}",
-                    self.log_tail(name)
-                ));
+                return Err(format!("{name} exited with {status}\n{}", self.log_tail(name)));
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -279,13 +236,9 @@ impl ControlPlane {
     /// The last lines of a component's log, for failure messages.
     pub fn log_tail(&self, name: &str) -> String {
         let mut text = String::new();
-        let _ = fs::File::open(self.dir.join(format!("{name}.log")))
-            .and_then(|mut f| f.read_to_string(&mut text));
+        let _ = fs::File::open(self.dir.join(format!("{name}.log"))).and_then(|mut f| f.read_to_string(&mut text));
         let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- last lines of {name}.log ---\n{}",
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
+        format!("--- last lines of {name}.log ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
     /// Stops every process (kube-controller-manager first, etcd last) and deletes the data.
@@ -333,9 +286,7 @@ pub fn stop_detached(dir: &Path) -> Result<()> {
         }
     }
     match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(format!("remove {}: {e}", dir.display()))
-        }
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(format!("remove {}: {e}", dir.display())),
         _ => Ok(()),
     }
 }
@@ -374,10 +325,7 @@ pub fn shared() -> &'static SharedControlPlane {
     let result = SHARED.get_or_init(|| {
         if std::env::var_os(EXISTING_CLUSTER_ENV).is_some_and(|v| v == "1") {
             let cp = ControlPlane::existing()?;
-            return Ok(SharedControlPlane {
-                kubeconfig: cp.kubeconfig.clone(),
-                dir: cp.dir.clone(),
-            });
+            return Ok(SharedControlPlane { kubeconfig: cp.kubeconfig.clone(), dir: cp.dir.clone() });
         }
         let (tx, rx) = std::sync::mpsc::channel();
         thread::Builder::new()
@@ -387,10 +335,7 @@ pub fn shared() -> &'static SharedControlPlane {
                 let _ = fs::remove_dir_all(&dir);
                 match ControlPlane::start(&dir, Lifetime::Attached) {
                     Ok(cp) => {
-                        let shared = SharedControlPlane {
-                            kubeconfig: cp.kubeconfig.clone(),
-                            dir: cp.dir.clone(),
-                        };
+                        let shared = SharedControlPlane { kubeconfig: cp.kubeconfig.clone(), dir: cp.dir.clone() };
                         *ATEXIT_PLANE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cp);
                         unsafe { libc::atexit(stop_at_exit) };
                         let _ = tx.send(Ok(shared));
@@ -456,9 +401,8 @@ fn terminate(child: &mut Child) {
 
 fn free_ports<const N: usize>() -> [u16; N] {
     // Hold every listener until all ports are chosen so that they differ.
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
+    let listeners: Vec<TcpListener> =
+        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")).collect();
     std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 

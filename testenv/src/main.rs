@@ -26,10 +26,7 @@ fn main() -> ExitCode {
 
 fn up(dir: PathBuf) -> Result<(), String> {
     if dir.join("kube-apiserver.pid").exists() {
-        return Err(format!(
-            "a control plane already runs in {}: stop it with `testenv down`",
-            dir.display()
-        ));
+        return Err(format!("a control plane already runs in {}: stop it with `testenv down`", dir.display()));
     }
     let started = std::time::Instant::now();
     let cp = ControlPlane::start(&dir, Lifetime::Detached)?;
@@ -39,10 +36,7 @@ fn up(dir: PathBuf) -> Result<(), String> {
         "control plane (Kubernetes {}) ready in {:.1}s; processes: {}",
         testenv::kubernetes_version(),
         started.elapsed().as_secs_f64(),
-        pids.iter()
-            .map(|(n, p)| format!("{n}={p}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        pids.iter().map(|(n, p)| format!("{n}={p}")).collect::<Vec<_>>().join(" ")
     );
     println!("export KUBECONFIG={}", kubeconfig.display());
     Ok(())

@@ -7,8 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 pub struct Pki {
@@ -25,14 +24,9 @@ pub fn write(dir: &Path) -> io::Result<Pki> {
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "groupdocs-testenv-ca");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.distinguished_name.push(DnType::CommonName, "groupdocs-testenv-ca");
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
     let ca = Issuer::new(ca_params, ca_key);
 
@@ -47,20 +41,14 @@ pub fn write(dir: &Path) -> io::Result<Pki> {
         "kubernetes.default.svc.cluster.local".to_string(),
     ])
     .map_err(err)?;
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    server.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &ca).map_err(err)?;
 
     let admin_key = KeyPair::generate().map_err(err)?;
     let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "testenv-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
+    admin.distinguished_name.push(DnType::CommonName, "testenv-admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &ca).map_err(err)?;
 
@@ -78,6 +66,7 @@ pub fn write(dir: &Path) -> io::Result<Pki> {
     fs::write(dir.join("admin.crt"), &pki.admin_crt)?;
     fs::write(dir.join("admin.key"), &pki.admin_key)?;
     fs::write(dir.join("sa.key"), sa_key.serialize_pem())?;
+    fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
     Ok(pki)
 }
 
