@@ -1,0 +1,173 @@
+//! The development token server against the rules of the GroupDocs seed document
+//! (`shared/seed/authenticating-api-requests.md`). No cluster needed.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use groupdocs_token_operator::devserver::{DevServer, DevServerArgs, Fault};
+use serde_json::Value;
+
+async fn server(args: DevServerArgs) -> DevServer {
+    groupdocs_token_operator::install_crypto_provider();
+    DevServer::start(args).await.unwrap()
+}
+
+async fn post(server: &DevServer, form: &[(&str, &str)]) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.token_url())
+        .header("Accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+const GOOD: &[(&str, &str)] =
+    &[("grant_type", "client_credentials"), ("client_id", "demo-client-id"), ("client_secret", "demo-client-secret")];
+const BAD: &[(&str, &str)] =
+    &[("grant_type", "client_credentials"), ("client_id", "demo-client-id"), ("client_secret", "wrong")];
+
+fn claims(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "header.payload.signature");
+    let decode = |p: &str| -> Value {
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+    };
+    (decode(parts[0]), decode(parts[1]))
+}
+
+#[tokio::test]
+async fn issues_a_one_day_bearer_jwt() {
+    let s = server(DevServerArgs::default()).await;
+    let resp = post(&s, GOOD).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["expires_in"], 86400);
+    assert_eq!(body["token_type"], "Bearer");
+    let token = body["access_token"].as_str().unwrap();
+    let (header, payload) = claims(token);
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(payload["exp"].as_i64().unwrap() - payload["nbf"].as_i64().unwrap(), 86400);
+    assert_eq!(payload["client_id"], "demo-client-id");
+    assert_eq!(payload["iss"], "https://api.groupdocs.cloud");
+    assert!(s.accepts(token));
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    assert!(!s.accepts(&tampered));
+}
+
+#[tokio::test]
+async fn lifetime_is_configurable_as_the_vendor_also_shows_3600() {
+    let s = server(DevServerArgs { expires_in: 3600, ..Default::default() }).await;
+    let body: Value = post(&s, GOOD).await.json().await.unwrap();
+    assert_eq!(body["expires_in"], 3600);
+    let (_, payload) = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(payload["exp"].as_i64().unwrap() - payload["nbf"].as_i64().unwrap(), 3600);
+}
+
+#[tokio::test]
+async fn bad_credentials_and_grants_are_rejected() {
+    let s = server(DevServerArgs::default()).await;
+    let resp = post(&s, BAD).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_client");
+    let resp = post(
+        &s,
+        &[("grant_type", "password"), ("client_id", "demo-client-id"), ("client_secret", "demo-client-secret")],
+    )
+    .await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
+    // HTTP Basic client authentication works too.
+    let resp = reqwest::Client::new()
+        .post(s.token_url())
+        .basic_auth("demo-client-id", Some("demo-client-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn twenty_failures_in_a_minute_bring_a_ten_minute_cooldown() {
+    // time scale 60: the 60 s window is 1 s and the 600 s cooldown is 10 s.
+    let s = server(DevServerArgs { time_scale: 60.0, ..Default::default() }).await;
+    for i in 0..19 {
+        assert_eq!(post(&s, BAD).await.status(), 400, "failure {}", i + 1);
+    }
+    assert_eq!(post(&s, GOOD).await.status(), 200, "19 failures are still allowed");
+    assert_eq!(post(&s, BAD).await.status(), 400, "the 20th failure is answered, then the cooldown starts");
+    let started = Instant::now();
+    let resp = post(&s, GOOD).await;
+    assert_eq!(resp.status(), 429, "even valid credentials wait out the cooldown");
+    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 10, "600 s scaled by 60");
+    // Wait out the cooldown on a deadline, then the caller is served again.
+    loop {
+        let status = post(&s, GOOD).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(started.elapsed() < Duration::from_secs(15), "cooldown did not end");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9), "the cooldown lasted {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn failures_outside_the_window_do_not_add_up() {
+    let s = server(DevServerArgs { time_scale: 60.0, ..Default::default() }).await;
+    for _ in 0..15 {
+        post(&s, BAD).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // one scaled minute
+    for _ in 0..15 {
+        assert_eq!(post(&s, BAD).await.status(), 400);
+    }
+    assert_eq!(post(&s, GOOD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn protected_api_needs_a_valid_token() {
+    let s = server(DevServerArgs::default()).await;
+    let token = post(&s, GOOD).await.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let call = |auth: Option<String>| {
+        let mut req = reqwest::Client::new().get(format!("http://{}/v2.0/viewer/formats", s.addr()));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send()
+    };
+    assert_eq!(call(Some(format!("Bearer {token}"))).await.unwrap().status(), 200);
+    assert_eq!(call(None).await.unwrap().status(), 401);
+    assert_eq!(call(Some("Bearer nope".into())).await.unwrap().status(), 401);
+    let stats = s.stats();
+    assert_eq!((stats.api_calls_ok, stats.api_calls_unauthorized), (1, 2));
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let s = server(DevServerArgs { expires_in: 1, ..Default::default() }).await;
+    let token = post(&s, GOOD).await.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.accepts(&token) {
+        assert!(Instant::now() < deadline, "token never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn faults_can_be_switched_on_and_off() {
+    let s = server(DevServerArgs::default()).await;
+    s.set_fault(Fault::Status { status: 503 });
+    assert_eq!(post(&s, GOOD).await.status(), 503);
+    s.set_fault(Fault::TooManyRequests { retry_after: Some("7".into()) });
+    let resp = post(&s, GOOD).await;
+    assert_eq!((resp.status().as_u16(), resp.headers()["retry-after"].to_str().unwrap()), (429, "7"));
+    s.set_fault(Fault::Reset);
+    assert!(reqwest::Client::new().post(s.token_url()).form(GOOD).send().await.is_err());
+    s.set_fault(Fault::None);
+    assert_eq!(post(&s, GOOD).await.status(), 200);
+    assert_eq!(s.stats().faulted, 3);
+}
