@@ -269,9 +269,9 @@ async fn e2e_restart_with_valid_tokens_sends_no_request() {
     })
     .await;
     assert_eq!(env.dev.stats().token_requests, 1, "valid tokens are reused after a restart");
-    for i in 0..3 {
+    for (i, before) in versions.iter().enumerate() {
         let rv = env.secrets().get(&format!("r{i}-token")).await.unwrap().metadata.resource_version;
-        assert_eq!(rv, versions[i], "no write to r{i}-token");
+        assert_eq!(&rv, before, "no write to r{i}-token");
     }
     env.cleanup().await;
 }
