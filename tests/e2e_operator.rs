@@ -314,3 +314,21 @@ async fn e2e_force_refresh_annotation_renews_exactly_once() {
     assert_eq!(env.dev.stats().token_requests, 2, "exactly one new token");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_plain_manifests_rbac_suffices() {
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/operator.yaml");
+    support::kubectl(&["apply", "-f", manifests]);
+    let mut env = Env::new("rbac", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    env.start_operator_as("groupdocs-token-operator", "groupdocs-token-operator", dir.path());
+    env.create_credential("least-privilege", "gd-client", json!({})).await;
+    env.wait_ready("least-privilege").await;
+    env.put_client_secret("unlabelled", "demo-client-id", "demo-client-secret", false).await;
+    env.create_credential("needs-get", "unlabelled", json!({})).await;
+    env.wait_condition("needs-get", "Stalled", "True", "SecretNotLabelled", SECS_30).await;
+    let logs = env.logs();
+    assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "{}", support::tail(&logs, 20));
+    env.cleanup().await;
+}

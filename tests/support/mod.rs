@@ -83,6 +83,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str, extra: &[&str]) -> Operator {
+        Operator::start_as(namespace, extra, &control_plane().kubeconfig)
+    }
+
+    /// Starts the operator with the credentials of `kubeconfig` (e.g. a ServiceAccount's).
+    pub fn start_as(namespace: &str, extra: &[&str], kubeconfig: &std::path::Path) -> Operator {
         let log = std::env::temp_dir().join(format!("gdto-operator-{namespace}-{}.log", free_port()));
         let file = std::fs::File::create(&log).unwrap();
         let (metrics_port, probe_port) = (free_port(), free_port());
@@ -93,7 +98,7 @@ impl Operator {
             .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
             .args(["--max-backoff", "4s"])
             .args(extra)
-            .env("KUBECONFIG", &control_plane().kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -161,6 +166,18 @@ impl Env {
         namespaces.create(&PostParams::default(), &Namespace { metadata: meta, ..Default::default() }).await.unwrap();
         let dev = DevServer::start(dev_args).await.expect("start the token server");
         Env { client, ns, dev, operator: None, operator_args: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs the operator as ServiceAccount `sa` of namespace `sa_ns`, with a token from
+    /// `kubectl create token`.
+    pub fn start_operator_as(&mut self, sa_ns: &str, sa: &str, dir: &std::path::Path) {
+        let token = kubectl(&["create", "token", sa, "-n", sa_ns, "--duration=1h"]);
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubectl(&["config", "view", "--raw", "--minify"])).unwrap();
+        let path = kubeconfig.to_str().unwrap();
+        kubectl(&["--kubeconfig", path, "config", "set-credentials", sa, "--token", token.trim()]);
+        kubectl(&["--kubeconfig", path, "config", "set-context", "--current", "--user", sa]);
+        self.operator = Some(Operator::start_as(&self.ns, &[], &kubeconfig));
     }
 
     pub fn start_operator(&mut self, extra: &[&str]) {
