@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// Accept plain http token URLs on 127.0.0.1, ::1 and localhost (development only).
     #[arg(long, env = "GDTO_ALLOW_HTTP_LOOPBACK")]
     pub allow_http_loopback: bool,
+    /// Allow token endpoints on private, link-local or otherwise internal addresses (refused
+    /// by default so that a credential cannot aim the operator at the cloud metadata service).
+    #[arg(long, env = "GDTO_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: bool,
     /// Namespace to watch (repeatable). Default: all namespaces.
     #[arg(long = "watch-namespace", env = "GDTO_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -83,7 +87,7 @@ pub struct RunArgs {
     #[arg(long, env = "GDTO_MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub min_refresh_interval: jiff::SignedDuration,
     /// Longest wait between retries after transient failures (exponential backoff cap).
-    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "1m", value_parser = parse_duration)]
     pub max_backoff: jiff::SignedDuration,
     /// Credentials reconciled at the same time.
     #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16)]

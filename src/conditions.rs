@@ -35,6 +35,8 @@ pub struct Facts<'a> {
     pub token_expires_at: Option<Timestamp>,
     pub outcome: Outcome<'a>,
     pub now: Timestamp,
+    /// Something the user should know that does not stop the token (appended to Ready's message).
+    pub note: Option<String>,
 }
 
 /// The new condition list. `lastTransitionTime` moves only when a condition's status does.
@@ -86,6 +88,10 @@ pub fn conditions(previous: &[Condition], facts: &Facts) -> Vec<Condition> {
             condition(STALLED, false, ready_reason, "up to date"),
         ),
     };
+    let ready_message = match &facts.note {
+        Some(note) => format!("{ready_message}; {note}"),
+        None => ready_message,
+    };
     let ready = condition(READY, ready, ready_reason, &ready_message);
     [ready, reconciling, stalled]
         .into_iter()
@@ -130,6 +136,7 @@ mod tests {
             token_expires_at: expires_in_secs.map(|s| now() + SignedDuration::from_secs(s)),
             outcome,
             now: now(),
+            note: None,
         }
     }
 

@@ -128,6 +128,8 @@ struct Inner {
     fault: Mutex<Fault>,
     stats: Mutex<Stats>,
     limiters: Mutex<HashMap<String, Limiter>>,
+    /// Every token issued, so tests can search logs and objects for leaks.
+    issued: Mutex<Vec<String>>,
 }
 
 /// A running server; cheap to clone. Dropping it does not stop it: abort the task or end the runtime.
@@ -155,6 +157,7 @@ impl DevServer {
             fault: Mutex::default(),
             stats: Mutex::default(),
             limiters: Mutex::default(),
+            issued: Mutex::default(),
             args,
         });
         tokio::spawn(accept_loop(listener, inner.clone()));
@@ -184,6 +187,11 @@ impl DevServer {
 
     pub fn stats(&self) -> Stats {
         lock(&self.inner.stats).clone()
+    }
+
+    /// Every access token this server has handed out.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.inner.issued).clone()
     }
 
     /// True when `token` is a valid, unexpired token of this server.
@@ -316,8 +324,10 @@ async fn token(
     }
     lock(&s.stats).issued += 1;
     let expires_in = *lock(&s.expires_in);
+    let token = sign(&s.key, &client_id, form.scope.as_deref(), expires_in);
+    lock(&s.issued).push(token.clone());
     Json(json!({
-        "access_token": sign(&s.key, &client_id, form.scope.as_deref(), expires_in),
+        "access_token": token,
         "expires_in": expires_in,
         "token_type": "Bearer",
     }))
@@ -339,8 +349,9 @@ async fn faulted(s: &Inner, fault: &Fault, client_id: &str, scope: Option<&str>)
         Fault::NoAccessToken => Json(json!({"expires_in": 86400, "token_type": "Bearer"})).into_response(),
         Fault::ExpiresIn { value } => {
             let lifetime = value.as_i64().unwrap_or(86400).clamp(-1_000_000, 10_000_000);
-            Json(json!({"access_token": sign(&s.key, client_id, scope, lifetime), "expires_in": value, "token_type": "Bearer"}))
-                .into_response()
+            let token = sign(&s.key, client_id, scope, lifetime);
+            lock(&s.issued).push(token.clone());
+            Json(json!({"access_token": token, "expires_in": value, "token_type": "Bearer"})).into_response()
         }
         Fault::HugeBody { bytes } => {
             let body = format!("{{\"access_token\":\"{}\"}}", "x".repeat(*bytes));

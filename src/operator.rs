@@ -22,7 +22,7 @@ use crate::token::{TokenRequest, retry_after};
 pub async fn run(args: RunArgs) -> Result<(), String> {
     crate::telemetry::init(&args.log);
     crate::install_crypto_provider();
-    let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback)?;
+    let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback, args.allow_private_networks)?;
     let client = Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let broker_config = BrokerConfig {
@@ -31,7 +31,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         backoff_cap: args.max_backoff,
         ..BrokerConfig::default()
     };
-    let broker = Broker::new(token_client(&args.http)?, broker_config, metrics.clone());
+    let broker = Broker::new(token_client(&args.http, Some(policy.clone()))?, broker_config, metrics.clone());
     let settings = Settings {
         policy,
         min_refresh_interval: args.min_refresh_interval,
@@ -107,7 +107,7 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches]) {
     }
 }
 
-fn token_client(args: &HttpArgs) -> Result<HttpTokenClient, String> {
+fn token_client(args: &HttpArgs, policy: Option<TokenUrlPolicy>) -> Result<HttpTokenClient, String> {
     let extra_ca_pem = match &args.extra_ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| format!("--extra-ca-file {}: {e}", path.display()))?),
         None => None,
@@ -116,6 +116,7 @@ fn token_client(args: &HttpArgs) -> Result<HttpTokenClient, String> {
         timeout: args.token_request_timeout,
         auth: args.client_auth,
         extra_ca_pem,
+        policy,
         ..ClientConfig::default()
     })
 }
@@ -125,7 +126,7 @@ pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
     crate::install_crypto_provider();
     let secret = std::env::var(&args.client_secret_env)
         .map_err(|_| format!("set the client secret in the environment variable {}", args.client_secret_env))?;
-    let client = token_client(&args.http)?;
+    let client = token_client(&args.http, None)?;
     let req = TokenRequest {
         url: args.token_url.clone(),
         client_id: args.client_id.clone(),
@@ -149,5 +150,6 @@ pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
         Err(Failure::InvalidClient(d)) => Err(format!("InvalidClient: {d}")),
         Err(Failure::Unavailable(d)) => Err(format!("TokenEndpointUnavailable: {d}")),
         Err(Failure::InvalidResponse(d)) => Err(format!("InvalidTokenResponse: {d}")),
+        Err(Failure::NotAllowed(d)) => Err(format!("TokenUrlNotAllowed: {d}")),
     }
 }

@@ -1,5 +1,7 @@
 //! Which token URLs the operator may send client secrets to.
 
+use std::net::IpAddr;
+
 use url::{Host, Url};
 
 use crate::error::Error;
@@ -10,16 +12,17 @@ pub const DEFAULT_ALLOWED: &str = "https://api.groupdocs.cloud/";
 pub struct TokenUrlPolicy {
     allowed: Vec<Url>,
     allow_http_loopback: bool,
+    allow_private_networks: bool,
 }
 
 impl TokenUrlPolicy {
     /// `allowed` are URL prefixes such as `https://api.groupdocs.cloud/`.
-    pub fn new(allowed: &[String], allow_http_loopback: bool) -> Result<Self, String> {
+    pub fn new(allowed: &[String], allow_http_loopback: bool, allow_private_networks: bool) -> Result<Self, String> {
         let allowed = allowed
             .iter()
             .map(|p| Url::parse(p.trim()).map_err(|e| format!("--allowed-token-url {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TokenUrlPolicy { allowed, allow_http_loopback })
+        Ok(TokenUrlPolicy { allowed, allow_http_loopback, allow_private_networks })
     }
 
     /// Accepts `url` or says why not. Rules: https only (plain http only for loopback hosts
@@ -45,6 +48,16 @@ impl TokenUrlPolicy {
             "http" => return Err(deny("plain http is not allowed; use https")),
             _ => return Err(deny("only https URLs are allowed")),
         }
+        let literal_ip = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal_ip
+            && let Err(detail) = self.check_address(ip)
+        {
+            return Err(deny(&detail));
+        }
         if (loopback && self.allow_http_loopback) || self.allowed.iter().any(|prefix| under(&url, prefix)) {
             Ok(url)
         } else {
@@ -53,6 +66,56 @@ impl TokenUrlPolicy {
                 "not under an allowed prefix ({}); see the operator's --allowed-token-url",
                 list.join(", ")
             )))
+        }
+    }
+}
+
+impl TokenUrlPolicy {
+    /// Refuses addresses inside the cluster's or the cloud's private space (the metadata
+    /// service at 169.254.169.254 above all), unless `--allow-private-networks`; loopback only
+    /// with `--allow-http-loopback`. Applied to literal IPs here and to resolved names before
+    /// each request, so an allowed name cannot be pointed at an internal address.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), String> {
+        if ip.is_loopback() {
+            return if self.allow_http_loopback || self.allow_private_networks {
+                Ok(())
+            } else {
+                Err(format!("{ip} is a loopback address (allowed only with --allow-http-loopback)"))
+            };
+        }
+        if is_internal(ip) && !self.allow_private_networks {
+            return Err(format!(
+                "{ip} is a private, link-local or otherwise internal address (allowed only with --allow-private-networks)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Link-local, private, unique-local, shared, unspecified, broadcast, multicast and
+/// documentation addresses: none is a public token endpoint.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space, RFC 6598
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4)) || v4.is_loopback();
+            }
+            v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
         }
     }
 }
@@ -82,7 +145,7 @@ mod tests {
     use super::*;
 
     fn policy(loopback: bool) -> TokenUrlPolicy {
-        TokenUrlPolicy::new(&[DEFAULT_ALLOWED.to_string()], loopback).unwrap()
+        TokenUrlPolicy::new(&[DEFAULT_ALLOWED.to_string()], loopback, false).unwrap()
     }
 
     #[test]
@@ -107,7 +170,7 @@ mod tests {
 
     #[test]
     fn path_prefixes_are_respected() {
-        let p = TokenUrlPolicy::new(&["https://idp.example.com/tenants/a/".to_string()], false).unwrap();
+        let p = TokenUrlPolicy::new(&["https://idp.example.com/tenants/a/".to_string()], false, false).unwrap();
         assert!(p.check("https://idp.example.com/tenants/a/connect/token").is_ok());
         assert!(p.check("https://idp.example.com/tenants/b/connect/token").is_err());
     }
@@ -128,5 +191,28 @@ mod tests {
                 .to_string()
                 .contains("--allow-http-loopback")
         );
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_unless_allowed() {
+        let allowed =
+            ["https://169.254.169.254/".to_string(), "https://10.1.2.3/".to_string(), "https://[fd00::1]/".to_string()];
+        let strict = TokenUrlPolicy::new(&allowed, false, false).unwrap();
+        for url in [
+            "https://169.254.169.254/connect/token",
+            "https://10.1.2.3/connect/token",
+            "https://[fd00::1]/connect/token",
+        ] {
+            let err = strict.check(url).unwrap_err().to_string();
+            assert!(err.contains("--allow-private-networks"), "{err}");
+        }
+        let open = TokenUrlPolicy::new(&allowed, false, true).unwrap();
+        assert!(open.check("https://10.1.2.3/connect/token").is_ok());
+        for ip in ["8.8.8.8", "2001:4860:4860::8888", "1.1.1.1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.1", "172.16.0.1", "100.64.0.1", "0.0.0.0", "::ffff:10.0.0.1", "fe80::1", "224.0.0.1"] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
     }
 }

@@ -297,7 +297,7 @@ async fn write_secret(
             }
             // Not in our cache: either foreign, or ours with the managed-by label stripped.
             Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(secret_write_error(e)),
         },
     };
     match target::ownership(Some(&existing), cr) {
@@ -311,9 +311,32 @@ async fn write_secret(
     // than overwrite a Secret that was replaced or changed meanwhile.
     let merged = target::merge(&existing, desired);
     api.replace(&name, &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &merged)
-        .await?;
+        .await
+        .map_err(secret_write_error)?;
     info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
     Ok(())
+}
+
+/// The API server refusing the Secret itself (422) is a spec problem (labels or annotations
+/// from `spec.target` that Kubernetes rejects), not a transient failure.
+fn secret_write_error(e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(s) if s.code == 422 => {
+            Error::InvalidSpec(format!("Kubernetes rejects the target Secret: {}", s.message))
+        }
+        e => e.into(),
+    }
+}
+
+/// A note for the Ready message when `spec.renewBefore` cannot be honoured.
+fn renew_before_note(cr: &GroupDocsCredential, token: &Token) -> Option<String> {
+    let lead = schedule::parse_duration(cr.spec.renew_before.as_deref()?).ok()?;
+    (lead >= token.lifetime()).then(|| {
+        format!(
+            "spec.renewBefore ({lead:#}) is not shorter than the token lifetime ({:#}), so the token is renewed with a third of its lifetime left",
+            token.lifetime()
+        )
+    })
 }
 
 fn next_status(
@@ -335,6 +358,7 @@ fn next_status(
         token_expires_at: synced.token.as_ref().map(|t| t.expires_at),
         outcome,
         now,
+        note: synced.token.as_ref().and_then(|t| renew_before_note(cr, t)),
     };
     let mut status = GroupDocsCredentialStatus {
         observed_generation: cr.metadata.generation,

@@ -155,3 +155,45 @@ mod tests {
         assert!(parse_duration("-5m").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Renewal is strictly before expiry whenever the lifetime exceeds the minimum
+        /// interval, never sooner than the minimum interval after issue, and never panics.
+        #[test]
+        fn refresh_time_invariants(
+            issued in 0i64..4_000_000_000,
+            lifetime in -100_000i64..40_000_000,
+            renew_before in proptest::option::of(-100_000i64..80_000_000),
+            jitter in any::<f64>(),
+            min in 0i64..3_600,
+        ) {
+            let issued_at = Timestamp::from_second(issued).unwrap();
+            let expires_at = Timestamp::from_second(issued + lifetime).unwrap();
+            let min = SignedDuration::from_secs(min);
+            let at = refresh_at(issued_at, expires_at, renew_before.map(SignedDuration::from_secs), jitter, min);
+            prop_assert!(at >= issued_at + min);
+            if SignedDuration::from_secs(lifetime) > min + SignedDuration::from_secs(1) {
+                prop_assert!(at < expires_at, "{at} not before {expires_at}");
+            }
+        }
+
+        #[test]
+        fn backoff_stays_within_bounds(failures in any::<u32>(), random in any::<f64>()) {
+            let base = SignedDuration::from_secs(2);
+            let cap = SignedDuration::from_secs(60);
+            let d = backoff(failures, base, cap, random);
+            prop_assert!(d >= base / 2 || failures == 0);
+            prop_assert!(d <= cap);
+        }
+
+        #[test]
+        fn parse_duration_never_panics(s in ".{0,40}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}

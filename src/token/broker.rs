@@ -42,8 +42,8 @@ impl Default for BrokerConfig {
         BrokerConfig {
             failed_request_budget: 10,
             invalid_client_retry: SignedDuration::from_hours(1),
-            backoff_base: SignedDuration::from_secs(5),
-            backoff_cap: SignedDuration::from_mins(5),
+            backoff_base: SignedDuration::from_secs(2),
+            backoff_cap: SignedDuration::from_mins(1),
         }
     }
 }
@@ -84,8 +84,16 @@ pub struct Broker<F> {
     slots: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<Slot>>>>,
     /// 429 pauses by (endpoint, client id).
     pauses: Mutex<HashMap<(String, String), Timestamp>>,
-    /// Recent failures by endpoint origin, for the failed-request budget.
-    failures: Mutex<HashMap<String, VecDeque<Timestamp>>>,
+    /// Recent failures and requests in flight by endpoint origin, for the failed-request budget.
+    budgets: Mutex<HashMap<String, Budget>>,
+}
+
+/// A request in flight counts against the budget until it succeeds: otherwise a burst of
+/// concurrent requests with broken credentials could overshoot it.
+#[derive(Default)]
+struct Budget {
+    failures: VecDeque<Timestamp>,
+    in_flight: usize,
 }
 
 /// A [`Broker::token`] call that gave no token.
@@ -113,7 +121,7 @@ impl<F: Fetch> Broker<F> {
             salt: rand::random(),
             slots: Mutex::default(),
             pauses: Mutex::default(),
-            failures: Mutex::default(),
+            budgets: Mutex::default(),
         }
     }
 
@@ -132,11 +140,17 @@ impl<F: Fetch> Broker<F> {
         }
         let not_sent = |error| Refused { error, sent: false };
         self.check_pause(req, now).map_err(not_sent)?;
-        self.check_budget(req, now).map_err(not_sent)?;
+        // A client whose last request succeeded is not held back by other clients' failures
+        // (its own failure still counts); everyone else needs room in the budget.
+        let known_good = slot.token.is_some() && slot.failures == 0;
+        if !known_good {
+            self.reserve_budget(req, now).map_err(not_sent)?;
+        }
 
         let started = Instant::now();
         let result = self.fetcher.fetch(req).await;
         let now = Timestamp::now();
+        self.settle_budget(req, !known_good, result.is_err(), now);
         match result {
             Ok(token) => {
                 self.metrics.token_requested("Ok", started.elapsed());
@@ -145,7 +159,6 @@ impl<F: Fetch> Broker<F> {
             }
             Err(failure) => {
                 slot.failures += 1;
-                self.record_failure(req, now);
                 let error = self.classify(req, failure, slot.failures, now);
                 self.metrics.token_requested(error.reason(), started.elapsed());
                 slot.blocked = Some(error.clone());
@@ -203,12 +216,18 @@ impl<F: Fetch> Broker<F> {
         }
     }
 
-    fn check_budget(&self, req: &TokenRequest, now: Timestamp) -> Result<(), Error> {
-        let mut failures = self.failures.lock().expect("failures lock");
-        let recent = failures.entry(endpoint(&req.url)).or_default();
-        forget_older_than_a_minute(recent, now);
-        if recent.len() >= self.config.failed_request_budget as usize {
-            let until = recent.front().copied().unwrap_or(now) + SignedDuration::from_mins(1);
+    fn reserve_budget(&self, req: &TokenRequest, now: Timestamp) -> Result<(), Error> {
+        let mut budgets = self.budgets.lock().expect("budgets lock");
+        let budget = budgets.entry(endpoint(&req.url)).or_default();
+        forget_older_than_a_minute(&mut budget.failures, now);
+        if budget.failures.len() + budget.in_flight >= self.config.failed_request_budget as usize {
+            let limit = self.config.failed_request_budget as usize;
+            // Spent by failures: wait until the oldest leaves the minute. Held by requests in
+            // flight: look again shortly, they may well succeed.
+            let until = match budget.failures.front() {
+                Some(oldest) if budget.failures.len() >= limit => *oldest + SignedDuration::from_mins(1),
+                _ => now + SignedDuration::from_secs(1),
+            };
             return Err(Error::RateLimited {
                 detail: format!(
                     "the operator's budget of {} failed token requests per minute for {} is spent, which protects the other clients of this endpoint from its cooldown",
@@ -218,12 +237,19 @@ impl<F: Fetch> Broker<F> {
                 until,
             });
         }
+        budget.in_flight += 1;
         Ok(())
     }
 
-    fn record_failure(&self, req: &TokenRequest, now: Timestamp) {
-        let mut failures = self.failures.lock().expect("failures lock");
-        failures.entry(endpoint(&req.url)).or_default().push_back(now);
+    fn settle_budget(&self, req: &TokenRequest, reserved: bool, failed: bool, now: Timestamp) {
+        let mut budgets = self.budgets.lock().expect("budgets lock");
+        let budget = budgets.entry(endpoint(&req.url)).or_default();
+        if reserved {
+            budget.in_flight = budget.in_flight.saturating_sub(1);
+        }
+        if failed {
+            budget.failures.push_back(now);
+        }
     }
 
     fn classify(&self, req: &TokenRequest, failure: Failure, failures: u32, now: Timestamp) -> Error {
@@ -245,6 +271,7 @@ impl<F: Fetch> Broker<F> {
             }
             Failure::Unavailable(detail) => Error::TokenEndpointUnavailable { detail, retry_at: backoff_until() },
             Failure::InvalidResponse(detail) => Error::InvalidTokenResponse { detail, retry_at: backoff_until() },
+            Failure::NotAllowed(detail) => Error::TokenUrlNotAllowed { url: req.url.clone(), detail },
         }
     }
 }
@@ -406,6 +433,28 @@ mod tests {
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 3);
         let err = b.token(&req("healthy"), Want::default()).await.unwrap_err().error;
         assert!(matches!(&err, Error::RateLimited { detail, .. } if detail.contains("budget")), "{err}");
+
+        // Concurrent requests cannot overshoot it either.
+        let b = Arc::new(Broker::new(
+            Scripted {
+                delay: Duration::from_millis(50),
+                ..Scripted::failing(1000, Failure::InvalidClient("bad".into()))
+            },
+            BrokerConfig { failed_request_budget: 3, ..BrokerConfig::default() },
+            Arc::new(Metrics::default()),
+        ));
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.token(&req(&format!("c-{i}")), Want::default()).await })
+            })
+            .collect();
+        for c in calls {
+            let _ = c.await.unwrap();
+        }
+        assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 3);
+        let err = b.token(&req("healthy"), Want::default()).await.unwrap_err().error;
+        assert!(matches!(&err, Error::RateLimited { detail, .. } if detail.contains("budget")), "{err}");
     }
 
     #[tokio::test]
@@ -414,7 +463,7 @@ mod tests {
         let err = b.token(&req("a"), Want::default()).await.unwrap_err().error;
         assert_eq!(err.reason(), "TokenEndpointUnavailable");
         let retry = err.retry_at().unwrap().duration_since(Timestamp::now());
-        assert!(retry > SignedDuration::from_secs(2) && retry <= SignedDuration::from_secs(5), "{retry:?}");
+        assert!(retry >= SignedDuration::from_millis(900) && retry <= SignedDuration::from_secs(2), "{retry:?}");
         assert_eq!(b.token(&req("a"), Want::default()).await.unwrap_err().error.reason(), "TokenEndpointUnavailable");
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 1, "no request during the backoff");
     }

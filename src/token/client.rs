@@ -18,6 +18,8 @@ pub struct ClientConfig {
     pub auth: ClientAuth,
     /// PEM bundle of extra CA certificates trusted besides the system's.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// Decides which resolved addresses a request may go to.
+    pub policy: Option<crate::policy::TokenUrlPolicy>,
 }
 
 impl Default for ClientConfig {
@@ -27,6 +29,7 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(30),
             auth: ClientAuth::Post,
             extra_ca_pem: None,
+            policy: None,
         }
     }
 }
@@ -34,6 +37,7 @@ impl Default for ClientConfig {
 pub struct HttpTokenClient {
     http: reqwest::Client,
     auth: ClientAuth,
+    policy: Option<crate::policy::TokenUrlPolicy>,
 }
 
 impl HttpTokenClient {
@@ -53,10 +57,27 @@ impl HttpTokenClient {
             }
         }
         let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(HttpTokenClient { http, auth: config.auth })
+        Ok(HttpTokenClient { http, auth: config.auth, policy: config.policy.clone() })
+    }
+
+    /// Refuses endpoints whose name resolves to an address the policy forbids. (The HTTP
+    /// client resolves again; a DNS answer that changes in between is not caught.)
+    async fn check_resolved(&self, url: &str) -> Result<(), Failure> {
+        let Some(policy) = &self.policy else { return Ok(()) };
+        let Ok(url) = url::Url::parse(url) else { return Ok(()) };
+        let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return Ok(());
+        };
+        // A failed lookup is left to the request itself, which reports it as unavailable.
+        let Ok(addrs) = tokio::net::lookup_host((host, port)).await else { return Ok(()) };
+        for addr in addrs {
+            policy.check_address(addr.ip()).map_err(|e| Failure::NotAllowed(format!("{host} resolves to {e}")))?;
+        }
+        Ok(())
     }
 
     async fn send(&self, req: &TokenRequest) -> Result<Token, Failure> {
+        self.check_resolved(&req.url).await?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         if let Some(scope) = req.scope.as_deref().filter(|s| !s.is_empty()) {
             form.push(("scope", scope));

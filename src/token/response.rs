@@ -22,6 +22,8 @@ pub enum Failure {
     Unavailable(String),
     /// The endpoint answered, but not with a usable token.
     InvalidResponse(String),
+    /// The request was not sent: the endpoint's address is not allowed.
+    NotAllowed(String),
 }
 
 #[derive(Deserialize)]
@@ -224,5 +226,55 @@ mod tests {
         let err = parse_json(400, json!({"error":"invalid_client","error_description":"bad secret the-client-secret"}));
         let Err(Failure::InvalidClient(msg)) = err else { panic!() };
         assert!(!msg.contains("the-client-secret"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    proptest! {
+        /// No body and no status makes the parser panic; a success always has a positive,
+        /// bounded lifetime.
+        #[test]
+        fn arbitrary_bodies(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(token) = parse(status, None, &body, now(), &Sensitive::new("secret")) {
+                prop_assert!(token.expires_at > token.issued_at);
+                prop_assert!(token.lifetime() <= MAX_LIFETIME);
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_fields(
+            token in proptest::option::of("[ -~]{0,64}"),
+            expires_in in proptest::option::of(prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                "[ -~]{0,12}".prop_map(serde_json::Value::from),
+            ]),
+        ) {
+            let mut body = serde_json::Map::new();
+            if let Some(t) = token { body.insert("access_token".into(), t.into()); }
+            if let Some(e) = expires_in { body.insert("expires_in".into(), e); }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            if let Ok(t) = parse(200, None, &bytes, now(), &Sensitive::default()) {
+                prop_assert!(t.lifetime().is_positive() && t.lifetime() <= MAX_LIFETIME);
+                prop_assert!(!t.access_token.expose().is_empty());
+            }
+        }
+
+        /// An error message never quotes the client secret, whatever the server echoes.
+        #[test]
+        fn secrets_never_echo(secret in "[a-zA-Z0-9]{8,32}", status in prop_oneof![Just(400u16), Just(401), Just(500), Just(404)]) {
+            let body = serde_json::json!({"error": format!("bad {secret}"), "error_description": format!("you sent {secret}")});
+            let err = parse(status, None, body.to_string().as_bytes(), now(), &Sensitive::new(secret.clone())).unwrap_err();
+            let text = format!("{:?}", err);
+            prop_assert!(!text.contains(&secret));
+        }
     }
 }

@@ -65,3 +65,27 @@ mod tests {
         assert_eq!(secs_from_now(Some("99999999999999999999999")), 3600);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server sends, the pause is between one second and the maximum.
+        #[test]
+        fn any_header_gives_a_bounded_pause(header in proptest::option::of(".{0,64}"), now in 0i64..4_000_000_000) {
+            let now = Timestamp::from_second(now).unwrap();
+            let until = pause_until(header.as_deref(), now);
+            let pause = until.duration_since(now);
+            prop_assert!(pause >= SignedDuration::from_secs(1) && pause <= MAX_PAUSE);
+        }
+
+        #[test]
+        fn delta_seconds_are_exact_within_bounds(secs in 1u64..3600) {
+            let now = Timestamp::from_second(1_800_000_000).unwrap();
+            let until = pause_until(Some(&secs.to_string()), now);
+            prop_assert_eq!(until.duration_since(now).as_secs() as u64, secs);
+        }
+    }
+}

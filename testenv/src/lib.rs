@@ -70,6 +70,8 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     processes: Vec<Process>,
     owns_dir: bool,
+    /// How kube-apiserver was started, to start it again after [`ControlPlane::stop_apiserver`].
+    apiserver: Option<(PathBuf, Vec<String>, Lifetime)>,
 }
 
 struct Process {
@@ -91,7 +93,8 @@ impl ControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         fs::write(&kubeconfig, pki::kubeconfig(&pki, &server)).map_err(|e| e.to_string())?;
 
-        let mut cp = ControlPlane { dir: dir.clone(), kubeconfig, processes: Vec::new(), owns_dir: true };
+        let mut cp =
+            ControlPlane { dir: dir.clone(), kubeconfig, processes: Vec::new(), owns_dir: true, apiserver: None };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         let mut etcd = Command::new(&bins[0]);
@@ -115,9 +118,8 @@ impl ControlPlane {
         cp.spawn("etcd", etcd, lifetime)?;
 
         let p = |name: &str| path_str(&pki.dir.join(name));
-        let mut apiserver = Command::new(&bins[1]);
-        apiserver.args([
-            &format!("--etcd-servers={etcd_url}"),
+        let apiserver_args: Vec<String> = [
+            format!("--etcd-servers={etcd_url}").as_str(),
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             &format!("--secure-port={api_port}"),
@@ -132,9 +134,12 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.0.0.0/24",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
             "--enable-priority-and-fairness=true",
-        ]);
-        cp.spawn("kube-apiserver", apiserver, lifetime)?;
-        cp.wait_ready(&bins[3])?;
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        cp.apiserver = Some((bins[1].clone(), apiserver_args, lifetime));
+        cp.start_apiserver()?;
 
         let mut kcm = Command::new(&bins[2]);
         kcm.args([
@@ -158,7 +163,13 @@ impl ControlPlane {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .ok_or_else(|| format!("{EXISTING_CLUSTER_ENV} is set but KUBECONFIG is not"))?;
-        Ok(ControlPlane { dir: std::env::temp_dir(), kubeconfig, processes: Vec::new(), owns_dir: false })
+        Ok(ControlPlane {
+            dir: std::env::temp_dir(),
+            kubeconfig,
+            processes: Vec::new(),
+            owns_dir: false,
+            apiserver: None,
+        })
     }
 
     pub fn kubeconfig(&self) -> &Path {
@@ -187,13 +198,35 @@ impl ControlPlane {
         }
     }
 
+    /// Stops kube-apiserver alone (etcd and kube-controller-manager keep running), to test
+    /// how clients ride out an API server outage.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(i) = self.processes.iter().position(|p| p.name == "kube-apiserver") {
+            let mut p = self.processes.remove(i);
+            terminate(&mut p.child);
+        }
+    }
+
+    /// Starts kube-apiserver again, on the same port with the same data, and waits until ready.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        let (bin, args, lifetime) = self.apiserver.clone().ok_or("no kube-apiserver to start")?;
+        let mut cmd = Command::new(bin);
+        cmd.args(&args);
+        self.spawn("kube-apiserver", cmd, lifetime)?;
+        self.wait_ready(&testbin("kubectl")?)
+    }
+
     /// Process ids of the running components, by name.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         self.processes.iter().map(|p| (p.name, p.child.id())).collect()
     }
 
     fn spawn(&mut self, name: &'static str, mut cmd: Command, lifetime: Lifetime) -> Result<()> {
-        let log = fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
         set_lifetime(&mut cmd, lifetime);
         let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
@@ -338,8 +371,17 @@ pub fn shared() -> &'static SharedControlPlane {
                         let shared = SharedControlPlane { kubeconfig: cp.kubeconfig.clone(), dir: cp.dir.clone() };
                         *ATEXIT_PLANE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cp);
                         unsafe { libc::atexit(stop_at_exit) };
+                        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Job>();
+                        let _ = COMMANDS.set(std::sync::Mutex::new(cmd_tx));
                         let _ = tx.send(Ok(shared));
-                        // PR_SET_PDEATHSIG fires when this thread ends: keep it alive forever.
+                        // PR_SET_PDEATHSIG fires when the thread that started a process ends, so
+                        // this thread lives as long as the test binary and starts every process.
+                        while let Ok(job) = cmd_rx.recv() {
+                            let mut plane = ATEXIT_PLANE.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(cp) = plane.as_mut() {
+                                job(cp);
+                            }
+                        }
                         loop {
                             thread::park();
                         }
@@ -359,6 +401,23 @@ pub fn shared() -> &'static SharedControlPlane {
 }
 
 static ATEXIT_PLANE: std::sync::Mutex<Option<ControlPlane>> = std::sync::Mutex::new(None);
+
+type Job = Box<dyn FnOnce(&mut ControlPlane) + Send>;
+static COMMANDS: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+
+/// Runs `f` on the shared control plane, on the thread that owns its processes (so a
+/// process started by `f` also dies with the test binary). Not available against an
+/// existing cluster.
+pub fn with_shared<R: Send + 'static>(f: impl FnOnce(&mut ControlPlane) -> R + Send + 'static) -> Result<R> {
+    shared();
+    let sender = COMMANDS.get().ok_or("no local control plane (an existing cluster is in use)")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job: Job = Box::new(move |cp| {
+        let _ = tx.send(f(cp));
+    });
+    sender.lock().map_err(|e| e.to_string())?.send(job).map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())
+}
 
 extern "C" fn stop_at_exit() {
     if let Ok(mut guard) = ATEXIT_PLANE.lock()

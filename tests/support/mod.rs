@@ -93,10 +93,10 @@ impl Operator {
         let (metrics_port, probe_port) = (free_port(), free_port());
         let child = Command::new(OPERATOR)
             .arg("run")
-            .args(["--watch-namespace", namespace, "--allow-http-loopback", "--min-refresh-interval", "1s"])
+            .args(["--watch-namespace", namespace, "--allow-http-loopback"])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
-            .args(["--max-backoff", "4s"])
+            .args(test_defaults(extra))
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
@@ -135,9 +135,26 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL: no graceful shutdown, as when a node dies.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
+}
+
+/// Shorter timings than production, unless a test sets them itself.
+fn test_defaults(extra: &[&str]) -> Vec<&'static str> {
+    let mut args = Vec::new();
+    for (flag, value) in [("--min-refresh-interval", "1s"), ("--max-backoff", "4s")] {
+        if !extra.iter().any(|a| a.starts_with(flag)) {
+            args.extend([flag, value]);
+        }
+    }
+    args
 }
 
 impl Drop for Operator {

@@ -1,0 +1,198 @@
+//! Hostile or broken GroupDocsCredentials: each one ends as a specific reason with a human
+//! message (or is refused by the API server's schema validation with one), no token request
+//! goes to a URL that is not allowed, and nothing makes the operator renew in a loop.
+
+mod support;
+
+use std::time::Duration;
+
+use groupdocs_token_operator::crd::GroupDocsCredential;
+use groupdocs_token_operator::devserver::{DevServer, DevServerArgs, Fault};
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use support::Env;
+
+enum Expect {
+    /// The API server refuses the object; its message contains this.
+    Rejected(&'static str),
+    /// The credential gets condition `type`=`status` with `reason`; the message contains the text.
+    Condition(&'static str, &'static str, &'static str, &'static str),
+}
+
+use Expect::{Condition, Rejected};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_hostile_credentials_get_specific_reasons() {
+    let mut env = Env::new("hostile", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    env.put_client_secret("empty-values", " ", "", true).await;
+    let redirector = DevServer::start(DevServerArgs::default()).await.unwrap();
+    redirector.set_fault(Fault::Redirect { location: "https://evil.example/steal".into() });
+    env.start_operator(&[
+        "--allowed-token-url",
+        "https://api.groupdocs.cloud/,https://169.254.169.254/,https://10.0.0.5/",
+        "--max-backoff",
+        "2s",
+    ]);
+
+    let dev = env.dev.token_url();
+    let long_scope = "s".repeat(2000);
+    let cases: Vec<(&str, Value, Expect)> = vec![
+        ("empty-ref-name", json!({"clientSecretRef": {"name": ""}}), Rejected("clientSecretRef.name")),
+        ("missing-ref", json!({"clientSecretRef": null}), Rejected("clientSecretRef")),
+        (
+            "wrong-key-name",
+            json!({"clientSecretRef": {"name": "gd-client", "clientIdKey": "id"}}),
+            Condition("Stalled", "True", "SecretKeyMissing", "\"id\""),
+        ),
+        (
+            "empty-key-values",
+            json!({"clientSecretRef": {"name": "empty-values"}}),
+            Condition("Stalled", "True", "SecretKeyMissing", "client_id"),
+        ),
+        (
+            "http-url",
+            json!({"tokenUrl": "http://api.groupdocs.cloud/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "https"),
+        ),
+        (
+            "userinfo-url",
+            json!({"tokenUrl": "https://user:pw@api.groupdocs.cloud/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "credentials in the URL"),
+        ),
+        (
+            "foreign-host",
+            json!({"tokenUrl": "https://evil.example/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "allowed prefix"),
+        ),
+        (
+            "lookalike-host",
+            json!({"tokenUrl": "https://api.groupdocs.cloud.evil.example/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "allowed prefix"),
+        ),
+        (
+            "redirecting-endpoint",
+            json!({"tokenUrl": redirector.token_url()}),
+            Condition("Reconciling", "True", "InvalidTokenResponse", "302"),
+        ),
+        (
+            "link-local-metadata",
+            json!({"tokenUrl": "https://169.254.169.254/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "--allow-private-networks"),
+        ),
+        (
+            "private-address",
+            json!({"tokenUrl": "https://10.0.0.5/connect/token"}),
+            Condition("Stalled", "True", "TokenUrlNotAllowed", "--allow-private-networks"),
+        ),
+        (
+            "control-chars-in-scope",
+            json!({"tokenUrl": dev, "scope": "read\u{7}\nwrite"}),
+            Condition("Stalled", "True", "InvalidSpec", "control characters"),
+        ),
+        (
+            "renew-before-too-long",
+            json!({"tokenUrl": dev, "renewBefore": "48h"}),
+            Condition("Ready", "True", "TokenIssued", "not shorter than the token lifetime"),
+        ),
+        ("negative-duration", json!({"renewBefore": "-5m"}), Rejected("renewBefore")),
+        ("garbage-duration", json!({"renewBefore": "soon"}), Rejected("renewBefore")),
+        (
+            "invalid-target-name",
+            json!({"tokenUrl": dev, "target": {"name": "Not_A_Secret_Name"}}),
+            Condition("Stalled", "True", "InvalidSpec", "not a valid Secret name"),
+        ),
+        (
+            "own-target-as-client",
+            json!({"tokenUrl": dev, "target": {"name": "gd-client"}}),
+            Condition("Stalled", "True", "InvalidSpec", "would overwrite the credentials"),
+        ),
+        (
+            "path-in-ref-name",
+            json!({"tokenUrl": dev, "clientSecretRef": {"name": "../gd-client"}}),
+            Condition("Stalled", "True", "InvalidSpec", "not a valid Secret name"),
+        ),
+        ("not-a-url", json!({"tokenUrl": "not a url"}), Rejected("tokenUrl")),
+        ("ftp-url", json!({"tokenUrl": "ftp://api.groupdocs.cloud/connect/token"}), Rejected("tokenUrl")),
+        ("scope-too-long", json!({"scope": long_scope}), Rejected("scope")),
+        (
+            "bad-target-label",
+            json!({"tokenUrl": dev, "target": {"labels": {"bad key!": "x"}}}),
+            Condition("Stalled", "True", "InvalidSpec", "Kubernetes rejects the target Secret"),
+        ),
+    ];
+    assert!(cases.len() >= 15);
+
+    let api = env.credentials();
+    let mut created = Vec::new();
+    for (name, spec_patch, expect) in &cases {
+        let mut spec =
+            json!({"clientSecretRef": {"name": "gd-client"}, "tokenUrl": "https://api.groupdocs.cloud/connect/token"});
+        merge(&mut spec, spec_patch);
+        let object = json!({"apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential", "metadata": {"name": name}, "spec": spec});
+        // Through the dynamic path: a typed client could not even express some of these.
+        let result = match serde_json::from_value::<GroupDocsCredential>(object.clone()) {
+            Ok(cr) => api.create(&PostParams::default(), &cr).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(_) => kubectl_create(&env.ns, &object),
+        };
+        match (expect, result) {
+            (Rejected(text), Err(e)) => {
+                assert!(e.contains(text), "{name}: rejected, but the message lacks {text:?}: {e}")
+            }
+            (Rejected(_), Ok(())) => panic!("{name}: the API server accepted it"),
+            (Condition(..), Err(e)) => panic!("{name}: rejected unexpectedly: {e}"),
+            (Condition(..), Ok(())) => created.push(*name),
+        }
+    }
+    for (name, _, expect) in &cases {
+        if let Condition(type_, status, reason, text) = expect {
+            let c = env.wait_condition(name, type_, status, reason, Duration::from_secs(30)).await;
+            assert!(c.message.contains(text), "{name}: message lacks {text:?}: {}", c.message);
+            if *type_ == "Stalled" || *reason == "InvalidTokenResponse" {
+                let ready = env.condition(name, "Ready").await.unwrap();
+                assert_eq!(ready.status, "False", "{name}: no usable token");
+            }
+        }
+    }
+
+    // Only allowed URLs were ever asked, and the operator is not spinning on any case.
+    let requests = env.dev.stats().token_requests;
+    assert_eq!(requests, 1, "one shared token for every case that reached the allowed endpoint");
+    let redirected = redirector.stats().token_requests;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(env.dev.stats().token_requests, requests, "no renewal loop");
+    let more = redirector.stats().token_requests - redirected;
+    assert!(more <= 4, "backoff, not a loop: {more} retries in 6 s");
+    assert!(!env.logs().contains("panicked"));
+    env.cleanup().await;
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn kubectl_create(ns: &str, object: &Value) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = support::control_plane()
+        .kubectl()
+        .args(["create", "-n", ns, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(object.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
