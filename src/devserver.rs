@@ -225,7 +225,8 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper_util::service::TowerToHyperService::new(service);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            // One request per connection, so that a reset fault reaches clients that pool them.
+            let _ = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, service).await;
         });
     }
 }

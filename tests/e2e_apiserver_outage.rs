@@ -32,10 +32,10 @@ async fn e2e_operator_rides_out_a_30s_apiserver_outage() {
     assert!(!env.operator.as_mut().unwrap().exited(), "the operator survives the outage");
     testenv::with_shared(|cp| cp.start_apiserver()).unwrap().unwrap();
 
-    for i in 0..3 {
+    for (i, old) in before.iter().enumerate() {
         let name = format!("o{i}");
         let fresh = wait_for(&format!("{name} renewed after the outage"), DEADLINE, || async {
-            env.token_in(&format!("{name}-token")).await.filter(|t| *t != before[i] && env.dev.accepts(t))
+            env.token_in(&format!("{name}-token")).await.filter(|t| t != old && env.dev.accepts(t))
         })
         .await;
         assert!(env.dev.accepts(&fresh));

@@ -269,8 +269,8 @@ impl Env {
     ) -> Condition {
         let what = format!("{name}: {type_}={status}/{reason}");
         let found = tokio::time::timeout(
-            deadline + Duration::from_secs(1),
-            wait_for(&what, deadline, || async {
+            deadline,
+            wait_for(&what, deadline + Duration::from_secs(5), || async {
                 self.condition(name, type_).await.filter(|c| c.status == status && c.reason == reason)
             }),
         )
@@ -289,7 +289,7 @@ impl Env {
         let what = format!("{name} Ready");
         let result = tokio::time::timeout(
             Duration::from_secs(30),
-            wait_for(&what, Duration::from_secs(30), || async {
+            wait_for(&what, Duration::from_secs(35), || async {
                 self.condition(name, "Ready").await.filter(|c| c.status == "True")
             }),
         )
