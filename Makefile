@@ -20,9 +20,17 @@ testbins:
 testbins-update:
 	./hack/testbins-update.sh
 
-## crds: regenerate crds/ from the Rust types
+CHART := deploy/helm/groupdocs-token-operator
+
+## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
 	$(CARGO) run -q -- crd > crds/groupdocs.cloud_groupdocscredentials.yaml
+	cp crds/groupdocs.cloud_groupdocscredentials.yaml $(CHART)/files/
+
+## manifests: render deploy/manifests/ from the Helm chart, for `kubectl apply` users
+manifests: testbins
+	$(TESTBINS_DIR)/helm template groupdocs-token-operator $(CHART) --namespace groupdocs-token-operator \
+	  --set namespace.create=true > deploy/manifests/groupdocs-token-operator.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -92,6 +92,22 @@ pub struct RunArgs {
     /// Credentials reconciled at the same time.
     #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Act on `spec.rolloutRestartTargets` (needs get and patch on Deployments, StatefulSets
+    /// and DaemonSets).
+    #[arg(long, env = "GDTO_ROLLOUT_RESTARTS")]
+    pub rollout_restarts: bool,
+    /// At most one rollout restart per workload per this interval.
+    #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub rollout_restart_min_interval: jiff::SignedDuration,
+    /// Elect a leader on a Lease: of several replicas only the leader reconciles.
+    #[arg(long, env = "GDTO_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease. Default: `$POD_NAMESPACE`, else `default`.
+    #[arg(long, env = "GDTO_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// How long a leader's lease lasts without renewal: the longest a failover takes.
+    #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: jiff::SignedDuration,
     /// Address of the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, env = "GDTO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -62,7 +62,8 @@ pub struct GroupDocsCredentialSpec {
 
     /// Workloads in this namespace whose pods are restarted when the token changes, for
     /// programs that read the token only at start-up. Takes effect only when the operator runs
-    /// with rollout restarts enabled.
+    /// with `--rollout-restarts`; at most one restart per workload per
+    /// `--rollout-restart-min-interval`, none for the first token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 
@@ -167,6 +168,10 @@ pub struct GroupDocsCredentialStatus {
     /// The endpoint answered 429: no token request for this client before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_until: Option<Time>,
+    /// The token for which `rolloutRestartTargets` were last restarted (or the first token,
+    /// which restarts nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_restart_fingerprint: Option<String>,
     /// The last value of the `groupdocs.cloud/refresh-requested-at` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,
@@ -218,6 +223,13 @@ mod tests {
     fn committed_crd_is_current() {
         let committed = include_str!("../crds/groupdocs.cloud_groupdocscredentials.yaml");
         assert!(committed == crd_yaml(), "crds/ is stale: run `make crds` and commit the result");
+    }
+
+    #[test]
+    fn the_charts_crd_is_current() {
+        let chart =
+            include_str!("../deploy/helm/groupdocs-token-operator/files/groupdocs.cloud_groupdocscredentials.yaml");
+        assert!(chart == crd_yaml(), "the chart's CRD is stale: run `make crds` and commit the result");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::cli::{HttpArgs, RunArgs, TokenArgs};
 use crate::http::{self, Readiness};
+use crate::leader::{self, Role};
 use crate::metrics::{CredentialLabel, Metrics, ReadyLabel};
 use crate::policy::TokenUrlPolicy;
 use crate::reconciler::{self, Caches, Settings, Shared};
@@ -37,24 +38,29 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         min_refresh_interval: args.min_refresh_interval,
         watch_namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
+        rollout_restarts: args.rollout_restarts.then_some(args.rollout_restart_min_interval),
     };
     let shared = Arc::new(Shared::new(client, broker, metrics.clone(), settings));
 
-    let shutdown = crate::shutdown_signal().shared();
+    let signal = crate::shutdown_signal().shared();
     let caches: Arc<Mutex<Vec<Caches>>> = Arc::default();
     let scopes = args.watch_namespaces.len().max(1);
+    let role = if args.leader_elect { Role::default() } else { Role::leader() };
+    // A standby is ready: it serves probes and metrics and is ready to take over. The leader
+    // is ready once its watch caches have synced.
     let readiness: Readiness = {
         let caches = caches.clone();
+        let role = role.clone();
         Arc::new(move || {
             let caches = caches.lock().expect("caches lock");
-            caches.len() == scopes && caches.iter().all(|c| c.synced.all())
+            !role.is_leader() || (caches.len() == scopes && caches.iter().all(|c| c.synced.all()))
         })
     };
     let scrape_caches = caches.clone();
     let scrape_metrics = metrics.clone();
     let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock")));
-    tokio::spawn(http::serve(args.probe_addr, http::probes(readiness), shutdown.clone()));
-    tokio::spawn(http::serve(args.metrics_addr, http::metrics(metrics.clone(), before_scrape), shutdown.clone()));
+    tokio::spawn(http::serve(args.probe_addr, http::probes(readiness), signal.clone()));
+    tokio::spawn(http::serve(args.metrics_addr, http::metrics(metrics.clone(), before_scrape), signal.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
     info!(
         namespaces = ?args.watch_namespaces,
@@ -68,7 +74,54 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let caches = caches.clone();
         move |c: Caches| caches.lock().expect("caches lock").push(c)
     };
+    let mut leadership = None;
+    if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_string());
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("groupdocs-token-operator-{}", hex::encode(rand::random::<[u8; 4]>())));
+        let lease_seconds = args.lease_duration.as_secs().max(2) as u64;
+        let client = shared.client.clone();
+        match leader::acquire(client, &namespace, &identity, lease_seconds, role.clone(), signal.clone()).await? {
+            Some(l) => leadership = Some(l),
+            None => return Ok(()),
+        }
+    }
+
+    // Controllers stop on SIGTERM, or when another replica took the lease.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, lost) = (stop.clone(), lost.clone());
+        let signal = signal.clone();
+        let mut leadership = leadership.take();
+        tokio::spawn(async move {
+            match leadership.as_mut() {
+                Some(l) => tokio::select! {
+                    () = signal => {},
+                    () = l.lost() => lost.store(true, std::sync::atomic::Ordering::SeqCst),
+                },
+                None => signal.await,
+            }
+            stop.cancel();
+            leadership
+        })
+    };
+    let shutdown = {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }.boxed().shared()
+    };
     reconciler::run(shared, shutdown, on_caches).await;
+    if let Ok(Some(leadership)) = watcher.await {
+        leadership.release().await;
+    }
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        // Exit so that the pod restarts as a standby with empty caches.
+        return Err("lost the leader lease to another replica".to_string());
+    }
     info!("stopped");
     Ok(())
 }

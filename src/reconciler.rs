@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::redact::Sensitive;
+use crate::rollout;
 use crate::schedule;
 use crate::target::{self, IssuedFor, MANAGED_BY, MANAGED_BY_LABEL, Ownership};
 use crate::token::broker::{Broker, Refused, Want};
@@ -43,6 +44,8 @@ pub struct Settings {
     /// Empty means all namespaces.
     pub watch_namespaces: Vec<String>,
     pub concurrency: u16,
+    /// `Some(min interval)` when `spec.rolloutRestartTargets` are acted on.
+    pub rollout_restarts: Option<SignedDuration>,
 }
 
 /// What all reconciles share, whatever namespace they serve.
@@ -96,7 +99,8 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     let now = schedule::whole_seconds(Timestamp::now());
     let previous = cr.status.clone().unwrap_or_default();
     let synced = sync(&cr, &ctx, &previous, now).await;
-    let status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
+    let mut status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
+    let restarts_pending_until = restart_workloads(&cr, &ctx, &mut status, now).await;
     if status != previous {
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
@@ -107,7 +111,71 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     };
     ctx.shared.metrics.reconciled(result, started.elapsed());
     debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
-    Ok(next_action(&synced, &status, now))
+    let wake = match (next_wake(&synced, &status, now), restarts_pending_until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(match wake {
+        Some(t) => Action::requeue(requeue_after(t, now)),
+        None => Action::await_change(),
+    })
+}
+
+/// Restarts `spec.rolloutRestartTargets` once per new token (not for the first one), at most
+/// once per interval each. Returns when to look again if some had to wait.
+async fn restart_workloads(
+    cr: &GroupDocsCredential,
+    ctx: &Context,
+    status: &mut GroupDocsCredentialStatus,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let min_interval = ctx.shared.settings.rollout_restarts?;
+    let fingerprint = status.token_fingerprint.clone()?;
+    if cr.spec.rollout_restart_targets.is_empty() || status.rollout_restart_fingerprint.as_deref() == Some(&fingerprint)
+    {
+        return None;
+    }
+    if status.rollout_restart_fingerprint.is_none() {
+        // The first token: the workloads start with it anyway.
+        status.rollout_restart_fingerprint = Some(fingerprint);
+        return None;
+    }
+    let mut wait: Option<Timestamp> = None;
+    for target in &cr.spec.rollout_restart_targets {
+        let outcome =
+            rollout::restart(&ctx.shared.client, &namespace(cr), target, &fingerprint, now, min_interval).await;
+        let (type_, reason, note) = match outcome {
+            rollout::Outcome::Restarted => (
+                EventType::Normal,
+                "RolloutRestarted",
+                format!("restarted {:?} {} for the renewed token", target.kind, target.name),
+            ),
+            rollout::Outcome::AlreadyDone => continue,
+            rollout::Outcome::Deferred(t) => {
+                wait = Some(wait.map_or(t, |w| w.min(t)));
+                continue;
+            }
+            rollout::Outcome::Failed(e) => {
+                wait = Some(
+                    wait.map_or(now + SignedDuration::from_mins(5), |w| w.min(now + SignedDuration::from_mins(5))),
+                );
+                (EventType::Warning, "RolloutRestartFailed", e)
+            }
+        };
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "RolloutRestart".into(), secondary: None };
+        if let Err(e) = ctx.shared.recorder.publish(&event, &cr.object_ref(&())).await {
+            warn!(credential = %cr.name_any(), error = %e, "could not publish event");
+        }
+    }
+    if wait.is_none() {
+        status.rollout_restart_fingerprint = Some(fingerprint);
+    }
+    wait
+}
+
+fn requeue_after(t: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now).max(SignedDuration::from_secs(1))).unwrap_or(Duration::from_secs(1))
 }
 
 /// Called when `reconcile` itself fails (only Kubernetes API errors while writing status).
@@ -395,13 +463,11 @@ fn next_status(
     status
 }
 
-fn next_action(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timestamp) -> Action {
-    let until = |t: Timestamp| {
-        let d = t.duration_since(now).max(SignedDuration::from_secs(1));
-        Duration::try_from(d).unwrap_or(Duration::from_secs(1))
-    };
+/// When to reconcile again without a watch event: at the renewal time, after a failure when
+/// it may be retried, and at expiry (so Ready turns False on time). `None`: on events only.
+fn next_wake(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timestamp) -> Option<Timestamp> {
     let expiry = synced.token.as_ref().map(|t| t.expires_at).filter(|t| *t > now);
-    let at = match &synced.result {
+    match &synced.result {
         Ok(Outcome::Suspended) => expiry,
         Ok(_) => status.next_refresh_time.as_ref().map(|t| t.0),
         Err(refused) => {
@@ -412,13 +478,8 @@ fn next_action(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timesta
                     now + SignedDuration::from_secs(5)
                 }
             });
-            // Wake up at expiry too, so Ready turns False (TokenExpired) on time.
             Some(expiry.map_or(retry, |e| e.min(retry)))
         }
-    };
-    match at {
-        Some(t) => Action::requeue(until(t)),
-        None => Action::await_change(),
     }
 }
 

@@ -317,8 +317,8 @@ async fn e2e_force_refresh_annotation_renews_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_plain_manifests_rbac_suffices() {
-    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/operator.yaml");
-    support::kubectl(&["apply", "-f", manifests]);
+    let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/groupdocs-token-operator.yaml");
+    support::kubectl(&["apply", "--server-side", "--force-conflicts", "-f", manifests]);
     let mut env = Env::new("rbac", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,16 @@ impl Operator {
 
     /// Starts the operator with the credentials of `kubeconfig` (e.g. a ServiceAccount's).
     pub fn start_as(namespace: &str, extra: &[&str], kubeconfig: &std::path::Path) -> Operator {
+        Operator::start_with(namespace, extra, kubeconfig, &[])
+    }
+
+    /// [`Operator::start_as`] with extra environment variables (e.g. `POD_NAME`).
+    pub fn start_with(
+        namespace: &str,
+        extra: &[&str],
+        kubeconfig: &std::path::Path,
+        envs: &[(&str, &str)],
+    ) -> Operator {
         let log = std::env::temp_dir().join(format!("gdto-operator-{namespace}-{}.log", free_port()));
         let file = std::fs::File::create(&log).unwrap();
         let (metrics_port, probe_port) = (free_port(), free_port());
@@ -99,6 +109,7 @@ impl Operator {
             .args(test_defaults(extra))
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
+            .envs(envs.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -188,12 +199,7 @@ impl Env {
     /// Runs the operator as ServiceAccount `sa` of namespace `sa_ns`, with a token from
     /// `kubectl create token`.
     pub fn start_operator_as(&mut self, sa_ns: &str, sa: &str, dir: &std::path::Path) {
-        let token = kubectl(&["create", "token", sa, "-n", sa_ns, "--duration=1h"]);
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubectl(&["config", "view", "--raw", "--minify"])).unwrap();
-        let path = kubeconfig.to_str().unwrap();
-        kubectl(&["--kubeconfig", path, "config", "set-credentials", sa, "--token", token.trim()]);
-        kubectl(&["--kubeconfig", path, "config", "set-context", "--current", "--user", sa]);
+        let kubeconfig = service_account_kubeconfig(sa_ns, sa, dir);
         self.operator = Some(Operator::start_as(&self.ns, &[], &kubeconfig));
     }
 
@@ -317,6 +323,23 @@ impl Env {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let _ = namespaces.delete(&self.ns, &DeleteParams::background()).await;
     }
+}
+
+/// A kubeconfig for ServiceAccount `sa` of `sa_ns` (a `kubectl create token` token), in `dir`.
+pub fn service_account_kubeconfig(sa_ns: &str, sa: &str, dir: &std::path::Path) -> PathBuf {
+    let token = kubectl(&["create", "token", sa, "-n", sa_ns, "--duration=1h"]);
+    let kubeconfig = dir.join(format!("kubeconfig-{sa_ns}-{sa}"));
+    std::fs::write(&kubeconfig, kubectl(&["config", "view", "--raw", "--minify"])).unwrap();
+    let path = kubeconfig.to_str().unwrap();
+    kubectl(&["--kubeconfig", path, "config", "set-credentials", sa, "--token", token.trim()]);
+    kubectl(&["--kubeconfig", path, "config", "set-context", "--current", "--user", sa]);
+    kubeconfig
+}
+
+/// The helm built with the control plane, bound to it.
+pub fn helm(args: &[&str]) -> std::process::Output {
+    let helm = testenv::testbin("helm").expect("helm (make testbins)");
+    Command::new(helm).args(args).env("KUBECONFIG", &control_plane().kubeconfig).output().expect("run helm")
 }
 
 pub fn tail(text: &str, n: usize) -> String {

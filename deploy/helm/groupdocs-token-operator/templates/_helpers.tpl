@@ -1,0 +1,53 @@
+{{- define "gdto.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gdto.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gdto.serviceAccountName" -}}
+{{- default (include "gdto.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "gdto.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gdto.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gdto.labels" -}}
+{{ include "gdto.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* The rules of the operator's role, shared by the ClusterRole and the namespaced Roles. */}}
+{{- define "gdto.rules" -}}
+# Watch credentials; write only their status (server-side apply).
+- apiGroups: [groupdocs.cloud]
+  resources: [groupdocscredentials]
+  verbs: [get, list, watch]
+- apiGroups: [groupdocs.cloud]
+  resources: [groupdocscredentials/status]
+  verbs: [patch]
+# Label-selected watches of client Secrets and owned token Secrets; get tells a missing Secret
+# from an unlabelled one; create and update (with a UID precondition) write token Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, update]
+# Events on credentials.
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- if .Values.rolloutRestarts.enabled }}
+# spec.rolloutRestartTargets: a restart annotation on the pod template.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, patch]
+{{- end }}
+{{- end -}}

@@ -1,0 +1,175 @@
+//! `spec.rolloutRestartTargets`: restart workloads that read the token only at start-up, by
+//! setting an annotation on their pod template (what `kubectl rollout restart` does).
+//! Off unless the operator runs with `--rollout-restarts` (it needs patch rights on workloads).
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::crd::{RolloutRestartTarget, WorkloadKind};
+
+/// When the operator last restarted the workload (on the pod template).
+pub const RESTARTED_AT_ANNOTATION: &str = "groupdocs.cloud/restarted-at";
+/// Fingerprint of the token the workload was restarted for.
+pub const FINGERPRINT_ANNOTATION: &str = "groupdocs.cloud/token-fingerprint";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart now.
+    Restart,
+    /// Restarted too recently: not before this time.
+    WaitUntil(Timestamp),
+    /// Already restarted for this token.
+    Done,
+}
+
+/// Whether a workload whose pod template carries `annotations` should restart for the token
+/// with `fingerprint`, at most once per `min_interval`.
+pub fn decide(
+    annotations: Option<&BTreeMap<String, String>>,
+    fingerprint: &str,
+    now: Timestamp,
+    min_interval: SignedDuration,
+) -> Decision {
+    let get = |key: &str| annotations.and_then(|a| a.get(key));
+    if get(FINGERPRINT_ANNOTATION).is_some_and(|fp| fp == fingerprint) {
+        return Decision::Done;
+    }
+    match get(RESTARTED_AT_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok()) {
+        Some(last) if now.duration_since(last) < min_interval => Decision::WaitUntil(last + min_interval),
+        _ => Decision::Restart,
+    }
+}
+
+/// The outcome for one target, for events and requeueing.
+#[derive(Debug)]
+pub enum Outcome {
+    Restarted,
+    Deferred(Timestamp),
+    AlreadyDone,
+    Failed(String),
+}
+
+/// Restarts `target` in `namespace` for the token `fingerprint` if [`decide`] says so.
+pub async fn restart(
+    client: &Client,
+    namespace: &str,
+    target: &RolloutRestartTarget,
+    fingerprint: &str,
+    now: Timestamp,
+    min_interval: SignedDuration,
+) -> Outcome {
+    match target.kind {
+        WorkloadKind::Deployment => {
+            restart_kind::<Deployment>(
+                client,
+                namespace,
+                target,
+                fingerprint,
+                now,
+                min_interval,
+                pod_template_annotations_deploy,
+            )
+            .await
+        }
+        WorkloadKind::StatefulSet => {
+            restart_kind::<StatefulSet>(
+                client,
+                namespace,
+                target,
+                fingerprint,
+                now,
+                min_interval,
+                pod_template_annotations_sts,
+            )
+            .await
+        }
+        WorkloadKind::DaemonSet => {
+            restart_kind::<DaemonSet>(
+                client,
+                namespace,
+                target,
+                fingerprint,
+                now,
+                min_interval,
+                pod_template_annotations_ds,
+            )
+            .await
+        }
+    }
+}
+
+fn pod_template_annotations_deploy(d: &Deployment) -> Option<&BTreeMap<String, String>> {
+    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
+}
+
+fn pod_template_annotations_sts(s: &StatefulSet) -> Option<&BTreeMap<String, String>> {
+    s.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
+}
+
+fn pod_template_annotations_ds(d: &DaemonSet) -> Option<&BTreeMap<String, String>> {
+    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
+}
+
+async fn restart_kind<K>(
+    client: &Client,
+    namespace: &str,
+    target: &RolloutRestartTarget,
+    fingerprint: &str,
+    now: Timestamp,
+    min_interval: SignedDuration,
+    annotations: fn(&K) -> Option<&BTreeMap<String, String>>,
+) -> Outcome
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let workload = match api.get_opt(&target.name).await {
+        Ok(Some(w)) => w,
+        Ok(None) => return Outcome::Failed(format!("{:?} {} not found", target.kind, target.name)),
+        Err(e) => return Outcome::Failed(format!("{:?} {}: {e}", target.kind, target.name)),
+    };
+    match decide(annotations(&workload), fingerprint, now, min_interval) {
+        Decision::Done => Outcome::AlreadyDone,
+        Decision::WaitUntil(t) => Outcome::Deferred(t),
+        Decision::Restart => {
+            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+                RESTARTED_AT_ANNOTATION: now.to_string(),
+                FINGERPRINT_ANNOTATION: fingerprint,
+            }}}}});
+            match api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => Outcome::Restarted,
+                Err(e) => Outcome::Failed(format!("{:?} {}: {e}", target.kind, target.name)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn restarts_once_per_token_and_interval() {
+        let min = SignedDuration::from_mins(10);
+        let now = t("2026-11-28T10:00:00Z");
+        assert_eq!(decide(None, "fp1", now, min), Decision::Restart);
+        let mut a = BTreeMap::new();
+        a.insert(FINGERPRINT_ANNOTATION.to_string(), "fp1".to_string());
+        a.insert(RESTARTED_AT_ANNOTATION.to_string(), "2026-11-28T09:55:00Z".to_string());
+        assert_eq!(decide(Some(&a), "fp1", now, min), Decision::Done);
+        assert_eq!(decide(Some(&a), "fp2", now, min), Decision::WaitUntil(t("2026-11-28T10:05:00Z")));
+        assert_eq!(decide(Some(&a), "fp2", t("2026-11-28T10:06:00Z"), min), Decision::Restart);
+        a.insert(RESTARTED_AT_ANNOTATION.to_string(), "garbage".to_string());
+        assert_eq!(decide(Some(&a), "fp2", now, min), Decision::Restart);
+    }
+}

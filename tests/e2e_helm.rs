@@ -1,0 +1,285 @@
+//! The Helm chart on the real control plane with the real helm: lint, the rendered manifests,
+//! install into a restricted namespace, the chart's RBAC proven by running the operator with
+//! its ServiceAccount (and refused what it must not do), namespaced mode, leader election
+//! failover, and rollout restarts. Own binary: helm owns the CRD here.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use groupdocs_token_operator::devserver::DevServerArgs;
+use groupdocs_token_operator::leader::LEASE_NAME;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::{Env, Operator, helm, kubectl, service_account_kubeconfig, wait_for};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/groupdocs-token-operator");
+const RELEASE_NS: &str = "gdto-system";
+const SA: &str = "groupdocs-token-operator";
+
+fn run_helm(args: &[&str]) -> (String, String) {
+    let out = helm(args);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "helm {}: {stderr}", args.join(" "));
+    (stdout, stderr)
+}
+
+/// The main release, installed once per test binary into a namespace that enforces the
+/// restricted Pod Security Standard. Returns helm's stderr (warnings).
+fn installed() -> &'static str {
+    static INSTALL: OnceLock<String> = OnceLock::new();
+    INSTALL.get_or_init(|| {
+        kubectl(&["create", "namespace", RELEASE_NS]);
+        for mode in ["enforce", "warn", "audit"] {
+            kubectl(&["label", "namespace", RELEASE_NS, &format!("pod-security.kubernetes.io/{mode}=restricted")]);
+        }
+        let (_, stderr) = run_helm(&[
+            "install",
+            "groupdocs-token-operator",
+            CHART,
+            "--namespace",
+            RELEASE_NS,
+            "--set",
+            "rolloutRestarts.enabled=true",
+            "--set",
+            "replicaCount=2",
+        ]);
+        kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/groupdocscredentials.groupdocs.cloud"]);
+        stderr
+    })
+}
+
+#[test]
+fn e2e_helm_lint_is_clean() {
+    let out = helm(&["lint", "--strict", CHART]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 chart(s) failed") && !text.contains("[WARNING]") && !text.contains("[ERROR]"), "{text}");
+    let out = helm(&["template", "x", CHART, "--set", "replicaCount=2", "--set", "leaderElection.enabled=false"]);
+    assert!(!out.status.success(), "two replicas without leader election are refused");
+}
+
+#[test]
+fn e2e_helm_rendered_manifests_are_current() {
+    let (rendered, _) = run_helm(&[
+        "template",
+        "groupdocs-token-operator",
+        CHART,
+        "--namespace",
+        "groupdocs-token-operator",
+        "--set",
+        "namespace.create=true",
+    ]);
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/groupdocs-token-operator.yaml"))
+            .unwrap();
+    assert!(rendered == committed, "deploy/manifests is stale: run `make manifests` and commit the result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_helm_install_restricted_and_its_rbac_suffices() {
+    let stderr = installed();
+    assert!(!stderr.to_lowercase().contains("warning"), "helm install warned: {stderr}");
+    let deployment: Deployment = serde_json::from_str(&kubectl(&[
+        "get",
+        "deployment",
+        "groupdocs-token-operator",
+        "-n",
+        RELEASE_NS,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+    kubectl(&["get", "poddisruptionbudget", "groupdocs-token-operator", "-n", RELEASE_NS]);
+    let crd =
+        kubectl(&["get", "crd", "groupdocscredentials.groupdocs.cloud", "-o", "jsonpath={.metadata.annotations}"]);
+    assert!(crd.contains("\"helm.sh/resource-policy\":\"keep\""), "{crd}");
+
+    // The operator, run with a token of the chart's ServiceAccount, does the whole job.
+    let mut env = Env::new("helm-rbac", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    env.start_operator_as(RELEASE_NS, SA, dir.path());
+    env.create_credential("via-chart", "gd-client", json!({})).await;
+    env.wait_ready("via-chart").await;
+    env.put_client_secret("unlabelled", "demo-client-id", "demo-client-secret", false).await;
+    env.create_credential("needs-get", "unlabelled", json!({})).await;
+    env.wait_condition("needs-get", "Stalled", "True", "SecretNotLabelled", Duration::from_secs(30)).await;
+    assert!(!env.logs().to_lowercase().contains("forbidden"), "{}", support::tail(&env.logs(), 20));
+
+    // What it must not do is refused.
+    let kubeconfig = service_account_kubeconfig(RELEASE_NS, SA, dir.path());
+    let as_operator = |args: &[&str]| {
+        let out = support::control_plane().kubectl().env("KUBECONFIG", &kubeconfig).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for args in [
+        vec!["delete", "secret", "gd-client", "-n", env.ns.as_str()],
+        vec!["get", "configmaps", "-n", env.ns.as_str()],
+        vec!["delete", "gdc", "via-chart", "-n", env.ns.as_str()],
+        vec!["create", "namespace", "not-allowed"],
+    ] {
+        let (ok, stderr) = as_operator(&args);
+        assert!(!ok && stderr.contains("Forbidden"), "{args:?} should be refused: {stderr}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_helm_namespaced_mode_is_confined() {
+    installed(); // the CRD comes with the main release
+    let mut allowed = Env::new("scoped-in", DevServerArgs::default()).await;
+    let outside = Env::new("scoped-out", DevServerArgs::default()).await;
+    kubectl(&["create", "namespace", "gdto-scoped"]);
+    run_helm(&[
+        "install",
+        "scoped",
+        CHART,
+        "--namespace",
+        "gdto-scoped",
+        "--set",
+        "crds.install=false",
+        "--set",
+        "rbac.scope=namespaced",
+        "--set",
+        &format!("watchNamespaces={{{}}}", allowed.ns),
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    let sa = "scoped-groupdocs-token-operator";
+    allowed.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    outside.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig("gdto-scoped", sa, dir.path());
+    allowed.operator = Some(Operator::start_as(&allowed.ns, &[], &kubeconfig));
+    allowed.create_credential("inside", "gd-client", json!({})).await;
+    allowed.wait_ready("inside").await;
+
+    let out = support::control_plane()
+        .kubectl()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["get", "secrets", "-n", &outside.ns])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("Forbidden"), "Secrets outside the list: {stderr}");
+    let out = support::control_plane()
+        .kubectl()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["get", "secrets", "--all-namespaces"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no cluster-wide Secret access");
+    outside.cleanup().await;
+    allowed.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_helm_leader_failover_without_duplicate_requests() {
+    installed();
+    let env = Env::new("leader", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(RELEASE_NS, SA, dir.path());
+    let flags = ["--leader-elect", "--leader-election-namespace", RELEASE_NS, "--lease-duration", "4s"];
+    let mut first = Operator::start_with(&env.ns, &flags, &kubeconfig, &[("POD_NAME", "replica-a")]);
+    let holder = wait_for("a leader", Duration::from_secs(30), || async { lease_holder(&env).await }).await;
+    assert_eq!(holder, "replica-a");
+    let mut second = Operator::start_with(&env.ns, &flags, &kubeconfig, &[("POD_NAME", "replica-b")]);
+    env.create_credential("led", "gd-client", json!({})).await;
+    env.wait_ready("led").await;
+    assert_eq!(env.dev.stats().token_requests, 1);
+    // The standby is ready (to take over) and reconciles nothing.
+    let probe = reqwest::get(format!("http://127.0.0.1:{}/readyz", second.probe_port)).await.unwrap();
+    assert_eq!(probe.status(), 200);
+    assert!(!second.metrics().await.contains("reconciles_total{"), "the standby does not reconcile");
+
+    first.kill_hard();
+    let takeover = std::time::Instant::now();
+    let holder = wait_for("the standby to take over", Duration::from_secs(30), || async {
+        lease_holder(&env).await.filter(|h| h == "replica-b")
+    })
+    .await;
+    assert_eq!(holder, "replica-b");
+    assert!(takeover.elapsed() < Duration::from_secs(12), "took over in {:?}", takeover.elapsed());
+    env.create_credential("after-failover", "gd-client", json!({})).await;
+    env.wait_ready("after-failover").await;
+    env.wait_ready("led").await;
+    assert_eq!(
+        env.dev.stats().token_requests,
+        2,
+        "the valid token was not fetched again; one for the new leader's cache"
+    );
+    second.stop();
+    drop(first);
+    env.cleanup().await;
+}
+
+async fn lease_holder(env: &Env) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), RELEASE_NS);
+    leases.get_opt(LEASE_NAME).await.ok()??.spec?.holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_helm_rollout_restart_targets() {
+    installed(); // rolloutRestarts.enabled=true: the chart's RBAC allows patching workloads
+    let mut env = Env::new("rollout", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let app: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "reads-once"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "reads-once"}},
+            "template": {"metadata": {"labels": {"app": "reads-once"}},
+                         "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}},
+        },
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns);
+    deployments.create(&PostParams::default(), &app).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(RELEASE_NS, SA, dir.path());
+    env.operator =
+        Some(Operator::start_as(&env.ns, &["--rollout-restarts", "--rollout-restart-min-interval", "3s"], &kubeconfig));
+    env.create_credential(
+        "restarts",
+        "gd-client",
+        json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "reads-once"}]}),
+    )
+    .await;
+    env.wait_ready("restarts").await;
+    let restarted = |d: &Deployment| {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get("groupdocs.cloud/token-fingerprint")
+            .cloned()
+    };
+    assert_eq!(restarted(&deployments.get("reads-once").await.unwrap()), None, "no restart for the first token");
+
+    for round in 1..=2 {
+        env.annotate("restarts", "groupdocs.cloud/refresh-requested-at", &round.to_string()).await;
+        let fingerprint = wait_for("the renewed token", Duration::from_secs(30), || async {
+            let status = env.credentials().get("restarts").await.ok()?.status?;
+            (status.last_refresh_request.as_deref() == Some(&round.to_string())).then_some(status.token_fingerprint?)
+        })
+        .await;
+        // The second renewal comes within the minimum interval: the restart waits for it.
+        wait_for("the restart annotation", Duration::from_secs(30), || async {
+            let d = deployments.get("reads-once").await.ok()?;
+            (restarted(&d)? == fingerprint).then_some(())
+        })
+        .await;
+    }
+    let events = kubectl(&["get", "events", "-n", &env.ns, "-o", "json"]);
+    assert!(events.contains("RolloutRestarted"));
+    env.cleanup().await;
+}
