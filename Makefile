@@ -35,6 +35,11 @@ manifests: testbins
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
+	./hack/hadolint.sh
+
+## release: the release binary, built as the Dockerfile builds it
+release:
+	$(CARGO) build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
 
 ## test: every test, the end-to-end ones against a real control plane included
 test: testbins lint
