@@ -32,6 +32,12 @@ pub enum Command {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SecretAccessArg {
+    Watch,
+    Get,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -99,6 +105,13 @@ pub struct RunArgs {
     /// At most one rollout restart per workload per this interval.
     #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub rollout_restart_min_interval: jiff::SignedDuration,
+    /// How Secrets are read: `watch` (label-selected list/watch; changes act at once) or
+    /// `get` (no list/watch on Secrets; GETs per reconcile and a periodic re-check).
+    #[arg(long, env = "GDTO_SECRET_ACCESS", value_enum, default_value_t = SecretAccessArg::Watch)]
+    pub secret_access: SecretAccessArg,
+    /// With `--secret-access get`: how often every credential is re-checked.
+    #[arg(long, env = "GDTO_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub recheck_interval: jiff::SignedDuration,
     /// Elect a leader on a Lease: of several replicas only the leader reconciles.
     #[arg(long, env = "GDTO_LEADER_ELECT")]
     pub leader_elect: bool,

@@ -8,12 +8,12 @@ use jiff::Timestamp;
 use kube::Client;
 use tracing::info;
 
-use crate::cli::{HttpArgs, RunArgs, TokenArgs};
+use crate::cli::{HttpArgs, RunArgs, SecretAccessArg, TokenArgs};
 use crate::http::{self, Readiness};
 use crate::leader::{self, Role};
 use crate::metrics::{CredentialLabel, Metrics, ReadyLabel};
 use crate::policy::TokenUrlPolicy;
-use crate::reconciler::{self, Caches, Settings, Shared};
+use crate::reconciler::{self, Caches, SecretAccess, Settings, Shared};
 use crate::redact::Sensitive;
 use crate::token::broker::{Broker, BrokerConfig, Fetch};
 use crate::token::client::{ClientConfig, HttpTokenClient};
@@ -39,6 +39,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         watch_namespaces: args.watch_namespaces.clone(),
         concurrency: args.concurrency,
         rollout_restarts: args.rollout_restarts.then_some(args.rollout_restart_min_interval),
+        secret_access: match args.secret_access {
+            SecretAccessArg::Watch => SecretAccess::Watch,
+            SecretAccessArg::Get => SecretAccess::Get { recheck: args.recheck_interval },
+        },
     };
     let shared = Arc::new(Shared::new(client, broker, metrics.clone(), settings));
 

@@ -46,6 +46,19 @@ pub struct Settings {
     pub concurrency: u16,
     /// `Some(min interval)` when `spec.rolloutRestartTargets` are acted on.
     pub rollout_restarts: Option<SignedDuration>,
+    /// How Secrets are read: watched (cached, changes act at once) or fetched per reconcile.
+    pub secret_access: SecretAccess,
+}
+
+/// How the operator reads Secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretAccess {
+    /// Label-selected list/watch: rotation, deletion and hand edits act at once.
+    Watch,
+    /// No list/watch on Secrets (for the strictest clusters): each reconcile GETs the two
+    /// Secrets it needs, and every credential is re-checked each `recheck` interval, so
+    /// rotation and repairs wait for the next check.
+    Get { recheck: SignedDuration },
 }
 
 /// What all reconciles share, whatever namespace they serve.
@@ -111,10 +124,11 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     };
     ctx.shared.metrics.reconciled(result, started.elapsed());
     debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
-    let wake = match (next_wake(&synced, &status, now), restarts_pending_until) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let recheck = match ctx.shared.settings.secret_access {
+        SecretAccess::Get { recheck } => Some(now + recheck),
+        SecretAccess::Watch => None,
     };
+    let wake = [next_wake(&synced, &status, now), restarts_pending_until, recheck].into_iter().flatten().min();
     Ok(match wake {
         Some(t) => Action::requeue(requeue_after(t, now)),
         None => Action::await_change(),
@@ -192,7 +206,10 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         Ok(inputs) => inputs,
         Err(e) => return fail(e),
     };
-    let existing = ctx.owned_secrets.get(&ObjectRef::new(&cr.target_name()).within(&namespace(cr)));
+    let existing = match target_secret(cr, ctx).await {
+        Ok(existing) => existing,
+        Err(e) => return fail(e),
+    };
     if target::ownership(existing.as_deref(), cr) == Ownership::Foreign {
         return fail(Error::TargetConflict { name: cr.target_name() });
     }
@@ -256,10 +273,7 @@ async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Input
 
     let ns = namespace(cr);
     let secret_name = &spec.client_secret_ref.name;
-    let secret = match ctx.client_secrets.get(&ObjectRef::new(secret_name).within(&ns)) {
-        Some(secret) => secret,
-        None => return Err(explain_missing_client_secret(ctx, &ns, secret_name).await),
-    };
+    let secret = client_secret(ctx, &ns, secret_name).await?;
     let read = |key: &str| {
         secret
             .data
@@ -313,6 +327,32 @@ fn is_dns_subdomain(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// The labelled client Secret, from the cache or (in `get` mode) the API server.
+async fn client_secret(ctx: &Context, ns: &str, name: &str) -> Result<Arc<Secret>, Error> {
+    if let SecretAccess::Get { .. } = ctx.shared.settings.secret_access {
+        let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+        return match api.get_opt(name).await? {
+            Some(s) if s.labels().get(CLIENT_CREDENTIALS_LABEL).is_some_and(|v| v == "true") => Ok(Arc::new(s)),
+            Some(_) => Err(Error::SecretNotLabelled { namespace: ns.to_string(), name: name.to_string() }),
+            None => Err(Error::SecretNotFound { namespace: ns.to_string(), name: name.to_string() }),
+        };
+    }
+    match ctx.client_secrets.get(&ObjectRef::new(name).within(ns)) {
+        Some(secret) => Ok(secret),
+        None => Err(explain_missing_client_secret(ctx, ns, name).await),
+    }
+}
+
+/// The Secret of the target's name if it carries our label, from the cache or the API server.
+async fn target_secret(cr: &GroupDocsCredential, ctx: &Context) -> Result<Option<Arc<Secret>>, Error> {
+    let name = cr.target_name();
+    if let SecretAccess::Get { .. } = ctx.shared.settings.secret_access {
+        let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
+        return Ok(api.get_opt(&name).await?.map(Arc::new));
+    }
+    Ok(ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace(cr))))
 }
 
 /// The client Secret is not in the cache of labelled Secrets: find out whether it is absent
@@ -668,10 +708,21 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     .touched_objects();
 
     let mapper_store = cr_reader.clone();
-    let controller = Controller::for_stream(crs, cr_reader.clone())
-        .owns_stream(owned)
-        .watches_stream(client_secrets, move |secret| credentials_using(&mapper_store, &secret))
+    let mut controller = Controller::for_stream(crs, cr_reader.clone())
         .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
+    match shared.settings.secret_access {
+        SecretAccess::Watch => {
+            controller = controller
+                .owns_stream(owned)
+                .watches_stream(client_secrets, move |secret| credentials_using(&mapper_store, &secret));
+        }
+        SecretAccess::Get { .. } => {
+            // No Secret is listed or watched: the two streams are never polled.
+            drop((owned, client_secrets));
+            synced.client_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
+            synced.owned_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     (controller, Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced })
 }
 

@@ -283,3 +283,59 @@ async fn e2e_helm_rollout_restart_targets() {
     assert!(events.contains("RolloutRestarted"));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_helm_get_only_secret_access() {
+    installed();
+    let mut env = Env::new("get-only", DevServerArgs::default()).await;
+    kubectl(&["create", "namespace", "gdto-get-only"]);
+    run_helm(&[
+        "install",
+        "strict",
+        CHART,
+        "--namespace",
+        "gdto-get-only",
+        "--set",
+        "crds.install=false",
+        "--set",
+        "rbac.scope=namespaced",
+        "--set",
+        &format!("watchNamespaces={{{}}}", env.ns),
+        "--set",
+        "secretAccess=get",
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    let role = kubectl(&["get", "role", "strict-groupdocs-token-operator", "-n", &env.ns, "-o", "json"]);
+    let role: serde_json::Value = serde_json::from_str(&role).unwrap();
+    let secret_verbs = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "secrets")
+        .map(|r| r["verbs"].clone())
+        .unwrap();
+    assert_eq!(secret_verbs, json!(["get", "create", "update"]), "no list or watch on Secrets");
+
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig("gdto-get-only", "strict-groupdocs-token-operator", dir.path());
+    env.operator =
+        Some(Operator::start_as(&env.ns, &["--secret-access", "get", "--recheck-interval", "3s"], &kubeconfig));
+    env.create_credential("polled", "gd-client", json!({})).await;
+    env.wait_ready("polled").await;
+    let token = env.token_in("polled-token").await.unwrap();
+    // Without a watch, a deleted token Secret comes back at the next re-check.
+    env.secrets().delete("polled-token", &Default::default()).await.unwrap();
+    let back = wait_for("the re-check to repair the Secret", Duration::from_secs(30), || async {
+        env.token_in("polled-token").await
+    })
+    .await;
+    assert_eq!(back, token);
+    env.put_client_secret("unlabelled", "demo-client-id", "demo-client-secret", false).await;
+    env.create_credential("no-label", "unlabelled", json!({})).await;
+    env.wait_condition("no-label", "Stalled", "True", "SecretNotLabelled", Duration::from_secs(30)).await;
+    assert!(!env.logs().to_lowercase().contains("forbidden"), "{}", support::tail(&env.logs(), 20));
+    assert_eq!(env.dev.stats().token_requests, 1);
+    env.cleanup().await;
+}

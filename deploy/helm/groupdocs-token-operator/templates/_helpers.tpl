@@ -35,11 +35,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [groupdocs.cloud]
   resources: [groupdocscredentials/status]
   verbs: [patch]
+{{- if eq .Values.secretAccess "get" }}
+# Secrets are read one by one (no list/watch); create and update (with a UID precondition)
+# write token Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, update]
+{{- else }}
 # Label-selected watches of client Secrets and owned token Secrets; get tells a missing Secret
 # from an unlabelled one; create and update (with a UID precondition) write token Secrets.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, update]
+{{- end }}
 # Events on credentials.
 - apiGroups: [events.k8s.io]
   resources: [events]
