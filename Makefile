@@ -5,7 +5,7 @@ TESTBINS_DIR ?= $(shell ./hack/testbins.sh --print-dir)
 export TESTBINS_DIR
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: all build test unit e2e testbins testbins-update crds check-crds lint cluster cluster-down demo demo-down manifests release
+.PHONY: bench all build test unit e2e testbins testbins-update crds check-crds lint cluster cluster-down demo demo-down manifests release
 
 all: build
 
@@ -53,6 +53,10 @@ cluster: testbins
 cluster-down:
 	$(CARGO) build -q -p testenv
 	./target/debug/testenv down $(CLUSTER_DIR)
+
+## bench: the scale benchmark (not part of `make test`); results in bench/results/
+bench: testbins release
+	$(CARGO) run --release -p bench
 
 ## demo: control plane + development token server + operator + examples/
 demo: testbins
