@@ -589,6 +589,15 @@ fn strip_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
+/// For objects the operator never writes back: `kubectl apply` also keeps a full copy of the
+/// object in an annotation that nothing here reads.
+fn strip_for_read_only_cache<K: Resource>(obj: &mut K) {
+    strip_managed_fields(obj);
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// The stores a running controller reads, for readiness and metrics.
 #[derive(Clone)]
 pub struct Caches {
@@ -676,7 +685,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     let crs = watcher(api::<GroupDocsCredential>(client, scope), watcher::Config::default())
         .default_backoff()
         .inspect(move |e| mark_synced(&flags.credentials, e))
-        .modify(strip_managed_fields)
+        .modify(strip_for_read_only_cache)
         .reflect(cr_writer)
         .applied_objects()
         // Our own status writes must not trigger reconciles: only spec (generation) and
@@ -703,7 +712,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     )
     .default_backoff()
     .inspect(move |e| mark_synced(&flags.client_secrets, e))
-    .modify(strip_managed_fields)
+    .modify(strip_for_read_only_cache)
     .reflect(client_writer)
     .touched_objects();
 

@@ -205,15 +205,31 @@ impl Report {
             ));
         }
         if let Some((n, before, after)) = self.unrelated {
-            md.push_str(&format!("\n{n} unrelated Secrets: operator RSS {before:.1} MiB before, {after:.1} MiB after.\n"));
+            md.push_str(&format!(
+                "\n{n} unrelated Secrets: operator RSS {before:.1} MiB before, {after:.1} MiB after.\n"
+            ));
         }
         if let Some((n, (p50, p99))) = self.new_cr {
             md.push_str(&format!("\n{n} new CRs, one a second, beside the largest population: creation-to-Ready p50 {p50} ms, p99 {p99} ms.\n"));
         }
         std::fs::write(dir.join("latest.md"), md).unwrap();
         let points = |f: &dyn Fn(&Row) -> f64| self.rows.iter().map(|r| (r.n as f64, f(r))).collect::<Vec<_>>();
-        std::fs::write(dir.join("time-to-ready.svg"), svg("time until all Ready (s) over N", &points(&|r| r.cold_start_s), &points(&|r| r.floor_s), "operator", "floor")).unwrap();
-        std::fs::write(dir.join("memory.svg"), svg("operator peak RSS (MiB) over N", &points(&|r| r.peak_rss_mib), &[], "peak RSS", "")).unwrap();
+        std::fs::write(
+            dir.join("time-to-ready.svg"),
+            svg(
+                "time until all Ready (s) over N",
+                &points(&|r| r.cold_start_s),
+                &points(&|r| r.floor_s),
+                "operator",
+                "floor",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("memory.svg"),
+            svg("operator peak RSS (MiB) over N", &points(&|r| r.peak_rss_mib), &[], "peak RSS", ""),
+        )
+        .unwrap();
         eprintln!("bench: results in {}", dir.display());
         print!("{}", std::fs::read_to_string(dir.join("latest.md")).unwrap());
     }
@@ -227,14 +243,34 @@ fn svg(title: &str, a: &[(f64, f64)], b: &[(f64, f64)], a_name: &str, b_name: &s
     let span = (max_x - min_x).max(1e-9);
     let xy = |p: &(f64, f64)| (m + (p.0.log10() - min_x) / span * (w - 2.0 * m), h - m - p.1 / max_y * (h - 2.0 * m));
     let line = |pts: &[(f64, f64)], color: &str| {
-        let path: Vec<String> = pts.iter().map(|p| { let (x, y) = xy(p); format!("{x:.1},{y:.1}") }).collect();
+        let path: Vec<String> = pts
+            .iter()
+            .map(|p| {
+                let (x, y) = xy(p);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
         let dots: String = pts.iter().map(|p| { let (x, y) = xy(p); format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{color}\"/><text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\">{:.1}</text>", y - 6.0, p.1) }).collect();
         format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>{dots}", path.join(" "))
     };
-    let labels: String = a.iter().map(|p| { let (x, _) = xy(p); format!("<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">N={}</text>", h - m + 18.0, p.0) }).collect();
+    let labels: String = a
+        .iter()
+        .map(|p| {
+            let (x, _) = xy(p);
+            format!(
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">N={}</text>",
+                h - m + 18.0,
+                p.0
+            )
+        })
+        .collect();
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{m}\" y=\"25\" font-size=\"14\">{title}</text><line x1=\"{m}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{0}\" stroke=\"black\"/>{labels}{2}{3}<text x=\"{4}\" y=\"45\" font-size=\"11\" fill=\"#1f77b4\">{a_name}</text><text x=\"{4}\" y=\"60\" font-size=\"11\" fill=\"#ff7f0e\">{b_name}</text></svg>\n",
-        h - m, w - m, line(a, "#1f77b4"), if b.is_empty() { String::new() } else { line(b, "#ff7f0e") }, w - 150.0
+        h - m,
+        w - m,
+        line(a, "#1f77b4"),
+        if b.is_empty() { String::new() } else { line(b, "#ff7f0e") },
+        w - 150.0
     )
 }
 
@@ -253,7 +289,16 @@ async fn client(kubeconfig: &Path) -> Client {
 }
 
 fn service_account_kubeconfig(cp: &testenv::ControlPlane, dir: &Path) -> PathBuf {
-    let token = cp.kubectl_run(&["create", "token", "groupdocs-token-operator", "-n", "groupdocs-token-operator", "--duration=24h"]).unwrap();
+    let token = cp
+        .kubectl_run(&[
+            "create",
+            "token",
+            "groupdocs-token-operator",
+            "-n",
+            "groupdocs-token-operator",
+            "--duration=24h",
+        ])
+        .unwrap();
     let path = dir.join("sa-kubeconfig");
     std::fs::write(&path, cp.kubectl_run(&["config", "view", "--raw", "--minify"]).unwrap()).unwrap();
     let p = path.to_str().unwrap();
@@ -356,7 +401,8 @@ fn watch_ready(client: &Client, ns: &str, n: usize) -> impl std::future::Future<
         ready.into_values().collect::<Vec<_>>()
     });
     async move {
-        let ready = tokio::time::timeout(Duration::from_secs(1800), task).await.expect("all Ready within 30 min").unwrap();
+        let ready =
+            tokio::time::timeout(Duration::from_secs(1800), task).await.expect("all Ready within 30 min").unwrap();
         assert_eq!(ready.len(), n);
         ready
     }
@@ -417,7 +463,13 @@ fn api_requests(cp: &testenv::ControlPlane) -> BTreeMap<String, f64> {
             continue;
         }
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(format!("{} {}{}", label("verb"), resource, if label("subresource").is_empty() { String::new() } else { format!("/{}", label("subresource")) })).or_default() += value;
+        *out.entry(format!(
+            "{} {}{}",
+            label("verb"),
+            resource,
+            if label("subresource").is_empty() { String::new() } else { format!("/{}", label("subresource")) }
+        ))
+        .or_default() += value;
     }
     out
 }
@@ -433,7 +485,9 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
 fn writes(requests: &BTreeMap<String, f64>) -> f64 {
     requests
         .iter()
-        .filter(|(k, _)| ["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"].iter().any(|v| k.starts_with(v)))
+        .filter(|(k, _)| {
+            ["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"].iter().any(|v| k.starts_with(v))
+        })
         .map(|(_, v)| v)
         .sum()
 }
@@ -452,11 +506,20 @@ impl Operator {
         let logs = std::env::temp_dir().join("gdto-bench-logs");
         let _ = dir;
         std::fs::create_dir_all(&logs).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("operator-{ns}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("operator-{ns}.log")))
+            .unwrap();
         let child = Command::new(bin)
             .args(["run", "--watch-namespace", ns, "--allow-http-loopback"])
             .args(["--log-level", &std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into())])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--probe-addr", &format!("127.0.0.1:{probe_port}")])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--probe-addr",
+                &format!("127.0.0.1:{probe_port}"),
+            ])
             .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::null())
             .stderr(log)
