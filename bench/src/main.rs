@@ -488,8 +488,7 @@ fn writes(requests: &BTreeMap<String, f64>) -> f64 {
         .filter(|(k, _)| {
             ["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"].iter().any(|v| k.starts_with(v))
         })
-        .map(|(_, v)| v)
-        .sum()
+        .fold(0.0, |sum, (_, v)| sum + v)
 }
 
 struct Operator {
