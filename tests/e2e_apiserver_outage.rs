@@ -13,6 +13,12 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_operator_rides_out_a_30s_apiserver_outage() {
+    if std::env::var_os(testenv::EXISTING_CLUSTER_ENV).is_some() {
+        // Stopping someone's API server is not an option; CI always runs the local one.
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs against the local control plane");
+        eprintln!("skipped: needs the local control plane (it stops kube-apiserver)");
+        return;
+    }
     // 20 s tokens renew about 13 s after issue: inside the outage.
     let mut env = Env::new("outage", DevServerArgs { expires_in: 20, ..Default::default() }).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;

@@ -60,6 +60,23 @@ async fn e2e_credential_gets_a_token_secret_and_ready() {
     assert!(status.next_refresh_time.unwrap().0 < status.expires_at.unwrap().0);
     assert_eq!(env.dev.stats().token_requests, 1);
 
+    // Metrics: the families users alert on, with this credential's series.
+    let metrics = env.operator.as_ref().unwrap().metrics().await;
+    for family in [
+        "groupdocs_token_operator_reconciles_total{result=\"Ok\"}",
+        "groupdocs_token_operator_reconcile_duration_seconds_count",
+        "groupdocs_token_operator_token_requests_total{result=\"Ok\"} 1",
+        "groupdocs_token_operator_token_request_duration_seconds_count 1",
+        "groupdocs_token_operator_token_expiry_timestamp_seconds{namespace=",
+        "groupdocs_token_operator_credentials{status=\"True\"} 1",
+        "groupdocs_token_operator_build_info{version=",
+    ] {
+        assert!(metrics.contains(family), "missing {family} in\n{metrics}");
+    }
+    let probe =
+        reqwest::get(format!("http://127.0.0.1:{}/healthz", env.operator.as_ref().unwrap().probe_port)).await.unwrap();
+    assert_eq!(probe.status(), 200);
+
     // Idle: a no-op reconcile writes nothing. The Secret's resourceVersion stays put.
     let rv = env.secrets().get("viewer-token").await.unwrap().metadata.resource_version;
     env.annotate("viewer", "unrelated", "poke").await;
