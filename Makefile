@@ -43,7 +43,7 @@ release:
 
 ## test: every test, the end-to-end ones against a real control plane included
 test: testbins lint
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast
 
 ## cluster: start a local control plane in the background; prints `export KUBECONFIG=...`
 cluster: testbins

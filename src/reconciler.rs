@@ -156,8 +156,16 @@ async fn restart_workloads(
     }
     let mut wait: Option<Timestamp> = None;
     for target in &cr.spec.rollout_restart_targets {
-        let outcome =
-            rollout::restart(&ctx.shared.client, &namespace(cr), target, &fingerprint, now, min_interval).await;
+        let ns = namespace(cr);
+        let request = rollout::Request {
+            client: &ctx.shared.client,
+            namespace: &ns,
+            target,
+            fingerprint: &fingerprint,
+            now,
+            min_interval,
+        };
+        let outcome = rollout::restart(request).await;
         let (type_, reason, note) = match outcome {
             rollout::Outcome::Restarted => (
                 EventType::Normal,

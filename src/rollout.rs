@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -55,96 +56,50 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Restarts `target` in `namespace` for the token `fingerprint` if [`decide`] says so.
-pub async fn restart(
-    client: &Client,
-    namespace: &str,
-    target: &RolloutRestartTarget,
-    fingerprint: &str,
-    now: Timestamp,
-    min_interval: SignedDuration,
-) -> Outcome {
-    match target.kind {
-        WorkloadKind::Deployment => {
-            restart_kind::<Deployment>(
-                client,
-                namespace,
-                target,
-                fingerprint,
-                now,
-                min_interval,
-                pod_template_annotations_deploy,
-            )
-            .await
-        }
-        WorkloadKind::StatefulSet => {
-            restart_kind::<StatefulSet>(
-                client,
-                namespace,
-                target,
-                fingerprint,
-                now,
-                min_interval,
-                pod_template_annotations_sts,
-            )
-            .await
-        }
-        WorkloadKind::DaemonSet => {
-            restart_kind::<DaemonSet>(
-                client,
-                namespace,
-                target,
-                fingerprint,
-                now,
-                min_interval,
-                pod_template_annotations_ds,
-            )
-            .await
-        }
+/// One restart to consider: which workload, for which token, when.
+pub struct Request<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub target: &'a RolloutRestartTarget,
+    pub fingerprint: &'a str,
+    pub now: Timestamp,
+    pub min_interval: SignedDuration,
+}
+
+/// Restarts the workload of `req` if [`decide`] says so.
+pub async fn restart(req: Request<'_>) -> Outcome {
+    match req.target.kind {
+        WorkloadKind::Deployment => req.run::<Deployment>(|d| d.spec.as_ref().map(|s| &s.template)).await,
+        WorkloadKind::StatefulSet => req.run::<StatefulSet>(|s| s.spec.as_ref().map(|s| &s.template)).await,
+        WorkloadKind::DaemonSet => req.run::<DaemonSet>(|d| d.spec.as_ref().map(|s| &s.template)).await,
     }
 }
 
-fn pod_template_annotations_deploy(d: &Deployment) -> Option<&BTreeMap<String, String>> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
-}
-
-fn pod_template_annotations_sts(s: &StatefulSet) -> Option<&BTreeMap<String, String>> {
-    s.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
-}
-
-fn pod_template_annotations_ds(d: &DaemonSet) -> Option<&BTreeMap<String, String>> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
-}
-
-async fn restart_kind<K>(
-    client: &Client,
-    namespace: &str,
-    target: &RolloutRestartTarget,
-    fingerprint: &str,
-    now: Timestamp,
-    min_interval: SignedDuration,
-    annotations: fn(&K) -> Option<&BTreeMap<String, String>>,
-) -> Outcome
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let workload = match api.get_opt(&target.name).await {
-        Ok(Some(w)) => w,
-        Ok(None) => return Outcome::Failed(format!("{:?} {} not found", target.kind, target.name)),
-        Err(e) => return Outcome::Failed(format!("{:?} {}: {e}", target.kind, target.name)),
-    };
-    match decide(annotations(&workload), fingerprint, now, min_interval) {
-        Decision::Done => Outcome::AlreadyDone,
-        Decision::WaitUntil(t) => Outcome::Deferred(t),
-        Decision::Restart => {
-            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-                RESTARTED_AT_ANNOTATION: now.to_string(),
-                FINGERPRINT_ANNOTATION: fingerprint,
-            }}}}});
-            match api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => Outcome::Restarted,
-                Err(e) => Outcome::Failed(format!("{:?} {}: {e}", target.kind, target.name)),
+impl Request<'_> {
+    async fn run<K>(&self, template: fn(&K) -> Option<&PodTemplateSpec>) -> Outcome
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let (kind, name) = (self.target.kind, &self.target.name);
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let workload = match api.get_opt(name).await {
+            Ok(Some(w)) => w,
+            Ok(None) => return Outcome::Failed(format!("{kind:?} {name} not found")),
+            Err(e) => return Outcome::Failed(format!("{kind:?} {name}: {e}")),
+        };
+        let annotations = template(&workload).and_then(|t| t.metadata.as_ref()?.annotations.as_ref());
+        match decide(annotations, self.fingerprint, self.now, self.min_interval) {
+            Decision::Done => Outcome::AlreadyDone,
+            Decision::WaitUntil(t) => Outcome::Deferred(t),
+            Decision::Restart => {
+                let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+                    RESTARTED_AT_ANNOTATION: self.now.to_string(),
+                    FINGERPRINT_ANNOTATION: self.fingerprint,
+                }}}}});
+                match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => Outcome::Restarted,
+                    Err(e) => Outcome::Failed(format!("{kind:?} {name}: {e}")),
+                }
             }
         }
     }
