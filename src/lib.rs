@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 pub mod devserver;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod schedule;
 pub mod target;
 pub mod telemetry;
 pub mod token;
+pub mod writes;
 
 pub use error::{Error, Result};
 

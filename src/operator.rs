@@ -134,6 +134,7 @@ async fn prune_periodically(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_secs(600)).await;
         shared.broker.prune(Timestamp::now());
+        shared.writes.prune(std::time::Instant::now());
     }
 }
 

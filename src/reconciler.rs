@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::conditions::{self, Facts, Outcome};
 use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
 use crate::error::Error;
+use crate::events::{self, Occurrence, Publisher};
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::redact::Sensitive;
@@ -31,6 +31,7 @@ use crate::target::{self, IssuedFor, MANAGED_BY, MANAGED_BY_LABEL, Ownership};
 use crate::token::broker::{Broker, Refused, Want};
 use crate::token::client::HttpTokenClient;
 use crate::token::{Token, TokenRequest};
+use crate::writes::RecentWrites;
 
 pub const FIELD_MANAGER: &str = "groupdocs-token-operator";
 /// Client Secrets opt in with this label; the operator watches (caches) only those.
@@ -66,15 +67,15 @@ pub struct Shared {
     pub client: Client,
     pub broker: Broker<HttpTokenClient>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub settings: Settings,
+    pub writes: RecentWrites,
 }
 
 impl Shared {
     pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Shared { client, broker, metrics, recorder, settings }
+        let events = Publisher::new(client.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
+        Shared { client, broker, metrics, events, settings, writes: RecentWrites::default() }
     }
 }
 
@@ -109,6 +110,9 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let started = Instant::now();
+    if ctx.shared.writes.cache_is_behind(&cr.uid().unwrap_or_default(), cr.status.as_ref(), started) {
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     let now = schedule::whole_seconds(Timestamp::now());
     let previous = cr.status.clone().unwrap_or_default();
     let synced = sync(&cr, &ctx, &previous, now).await;
@@ -166,9 +170,9 @@ async fn restart_workloads(
             min_interval,
         };
         let outcome = rollout::restart(request).await;
-        let (type_, reason, note) = match outcome {
+        let (kind, reason, note) = match outcome {
             rollout::Outcome::Restarted => (
-                EventType::Normal,
+                events::Kind::Normal,
                 "RolloutRestarted",
                 format!("restarted {:?} {} for the renewed token", target.kind, target.name),
             ),
@@ -181,12 +185,11 @@ async fn restart_workloads(
                 wait = Some(
                     wait.map_or(now + SignedDuration::from_mins(5), |w| w.min(now + SignedDuration::from_mins(5))),
                 );
-                (EventType::Warning, "RolloutRestartFailed", e)
+                (events::Kind::Warning, "RolloutRestartFailed", e)
             }
         };
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: "RolloutRestart".into(), secondary: None };
-        if let Err(e) = ctx.shared.recorder.publish(&event, &cr.object_ref(&())).await {
+        let occurrence = Occurrence { kind, reason, action: "RolloutRestart", note };
+        if let Err(e) = ctx.shared.events.publish(cr, occurrence).await {
             warn!(credential = %cr.name_any(), error = %e, "could not publish event");
         }
     }
@@ -407,7 +410,8 @@ async fn write_secret(
             .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired)
             .await
         {
-            Ok(_) => {
+            Ok(created) => {
+                ctx.shared.writes.wrote_secret(&created, Instant::now());
                 info!(credential = %cr.name_any(), secret = %name, "created target Secret");
                 return Ok(());
             }
@@ -426,9 +430,11 @@ async fn write_secret(
     // The merged object carries the uid and resourceVersion we read: the update fails rather
     // than overwrite a Secret that was replaced or changed meanwhile.
     let merged = target::merge(&existing, desired);
-    api.replace(&name, &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &merged)
+    let updated = api
+        .replace(&name, &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &merged)
         .await
         .map_err(secret_write_error)?;
+    ctx.shared.writes.wrote_secret(&updated, Instant::now());
     info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
     Ok(())
 }
@@ -542,7 +548,9 @@ async fn write_status(
         "kind": "GroupDocsCredential",
         "status": status,
     });
-    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let written =
+        api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.shared.writes.wrote(&cr.uid().unwrap_or_default(), written.status.as_ref(), Instant::now());
     Ok(())
 }
 
@@ -554,12 +562,12 @@ async fn publish_events(
     status: &GroupDocsCredentialStatus,
     synced: &Synced,
 ) {
-    let (type_, reason, note) = match &synced.result {
+    let (kind, reason, note) = match &synced.result {
         Ok(Outcome::Issued) if previous.token_fingerprint.is_none() => {
-            (EventType::Normal, "TokenIssued", format!("token written to Secret {}", cr.target_name()))
+            (events::Kind::Normal, "TokenIssued", format!("token written to Secret {}", cr.target_name()))
         }
         Ok(Outcome::Renewed) if previous.token_fingerprint != status.token_fingerprint => (
-            EventType::Normal,
+            events::Kind::Normal,
             "TokenRenewed",
             format!(
                 "token in Secret {} renewed (fingerprint {})",
@@ -568,12 +576,12 @@ async fn publish_events(
             ),
         ),
         Err(refused) if !previous.conditions.iter().any(|c| c.reason == refused.error.reason()) => {
-            (EventType::Warning, refused.error.reason(), refused.error.to_string())
+            (events::Kind::Warning, refused.error.reason(), refused.error.to_string())
         }
         _ => return,
     };
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.shared.recorder.publish(&event, &cr.object_ref(&())).await {
+    let occurrence = Occurrence { kind, reason, action: "Reconcile", note };
+    if let Err(e) = ctx.shared.events.publish(cr, occurrence).await {
         warn!(credential = %cr.name_any(), error = %e, "could not publish event");
     }
 }
@@ -710,7 +718,11 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     .inspect(move |e| mark_synced(&flags.owned_secrets, e))
     .modify(strip_managed_fields)
     .reflect(owned_writer)
-    .touched_objects();
+    .touched_objects()
+    .try_filter({
+        let shared = shared.clone();
+        move |secret| std::future::ready(!shared.writes.is_own_secret_write(secret))
+    });
 
     let (client_reader, client_writer) = reflector::store();
     let flags = synced.clone();

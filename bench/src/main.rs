@@ -4,7 +4,11 @@
 //! `bench/results/latest.{json,md}` and two SVG plots. Not part of `make test`.
 //!
 //! Environment: `BENCH_SIZES` (default `100,1000,10000`), `BENCH_IDLE_SECS` (300),
-//! `BENCH_UNRELATED` (30000), `BENCH_NEW` (100).
+//! `BENCH_UNRELATED` (30000), `BENCH_NEW` (100), `BENCH_LOG_LEVEL` (warn),
+//! `BENCH_OPERATOR_WRAPPER` (a profiler command to run the operator under),
+//! `BENCH_WAVE_N` (1000 credentials over N/10 clients; 0 skips the renewal wave),
+//! `BENCH_WAVE_LIFETIME_SECS` (120), `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
+//! (target/release/groupdocs-token-operator).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,7 +57,8 @@ async fn main() {
     let sa = client(&sa_kubeconfig).await;
     let dev = DevServer::start(DevServerArgs { latency_ms: 20, ..Default::default() }).await.unwrap();
     let mut report = Report::default();
-    let operator_bin = PathBuf::from(format!("{ROOT}/target/release/groupdocs-token-operator"));
+    let operator_bin = std::env::var("BENCH_OPERATOR_BIN")
+        .map_or_else(|_| PathBuf::from(format!("{ROOT}/target/release/groupdocs-token-operator")), PathBuf::from);
     eprintln!("bench: sizes {sizes:?}, idle {idle_secs}s, {unrelated} unrelated Secrets, {new_crs} new CRs");
 
     let mut last: Option<(String, Operator)> = None;
@@ -116,6 +121,12 @@ async fn main() {
         last = Some((ns, op));
     }
 
+    let wave_n: usize = env_or("BENCH_WAVE_N", 1000);
+    if wave_n > 0 {
+        let lifetime = Duration::from_secs(env_or("BENCH_WAVE_LIFETIME_SECS", 120));
+        report.wave = Some(renewal_wave(&admin, &sa_kubeconfig, &operator_bin, &dir, wave_n, lifetime).await);
+    }
+
     if let Some((ns, mut op)) = last.take() {
         // 30,000 unrelated Secrets: the operator caches only labelled ones.
         let rss_before = op.rss_mib();
@@ -135,7 +146,8 @@ async fn main() {
         report.new_cr = Some((new_crs, percentiles(&latencies)));
         op.stop();
     }
-    report.write(Path::new(&format!("{ROOT}/bench/results")), idle_secs);
+    let results = std::env::var("BENCH_RESULTS_DIR").unwrap_or_else(|_| format!("{ROOT}/bench/results"));
+    report.write(Path::new(&results), idle_secs);
     drop(cp);
 }
 
@@ -165,6 +177,7 @@ struct Report {
     rows: Vec<Row>,
     unrelated: Option<(usize, f64, f64)>,
     new_cr: Option<(usize, (u128, u128))>,
+    wave: Option<Wave>,
 }
 
 impl Report {
@@ -190,6 +203,7 @@ impl Report {
             "rows": rows,
             "unrelated_secrets": self.unrelated.map(|(n, before, after)| json!({"count": n, "rss_before_mib": before, "rss_after_mib": after})),
             "new_crs": self.new_cr.map(|(n, (p50, p99))| json!({"count": n, "p50_ms": p50, "p99_ms": p99})),
+            "renewal_wave": self.wave.as_ref().map(Wave::to_json),
         });
         std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
 
@@ -211,6 +225,9 @@ impl Report {
         }
         if let Some((n, (p50, p99))) = self.new_cr {
             md.push_str(&format!("\n{n} new CRs, one a second, beside the largest population: creation-to-Ready p50 {p50} ms, p99 {p99} ms.\n"));
+        }
+        if let Some(wave) = &self.wave {
+            md.push_str(&wave.to_markdown());
         }
         std::fs::write(dir.join("latest.md"), md).unwrap();
         let points = |f: &dyn Fn(&Row) -> f64| self.rows.iter().map(|r| (r.n as f64, f(r))).collect::<Vec<_>>();
@@ -510,7 +527,21 @@ impl Operator {
             .append(true)
             .open(logs.join(format!("operator-{ns}.log")))
             .unwrap();
-        let child = Command::new(bin)
+        // BENCH_OPERATOR_WRAPPER runs the operator under a profiler, e.g. "heaptrack -o /tmp/op".
+        let wrapper = std::env::var("BENCH_OPERATOR_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        // Its own process group, so that stopping it also stops a wrapper's child.
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
             .args(["run", "--watch-namespace", ns, "--allow-http-loopback"])
             .args(["--log-level", &std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into())])
             .args([
@@ -585,7 +616,7 @@ impl Operator {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill").args(["--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.wait();
     }
 }
@@ -596,4 +627,158 @@ async fn reqwest_get(port: u16, path: &str) -> Option<String> {
         return None;
     }
     resp.text().await.ok()
+}
+
+/// The renewal wave: credentials whose tokens live `lifetime` (a second development token
+/// server), watched for two lifetimes after they are all Ready.
+#[derive(Debug, Default)]
+struct Wave {
+    n: usize,
+    clients: usize,
+    lifetime_s: u64,
+    observed_s: u64,
+    /// Token changes seen in the Secrets, and Secrets that never changed.
+    renewals: usize,
+    not_renewed: usize,
+    token_requests: u64,
+    peak_requests_per_s: u64,
+    mean_requests_per_s: f64,
+    /// How long before expiry tokens were replaced: the least and the median.
+    min_margin_s: f64,
+    median_margin_s: f64,
+    /// Samples (every 200 ms) in which some Secret held an expired token.
+    expired_samples: usize,
+    still_ready: usize,
+}
+
+impl Wave {
+    fn to_json(&self) -> Value {
+        json!({
+            "n": self.n, "clients": self.clients, "lifetime_s": self.lifetime_s, "observed_s": self.observed_s,
+            "renewals": self.renewals, "not_renewed": self.not_renewed, "token_requests": self.token_requests,
+            "peak_requests_per_s": self.peak_requests_per_s, "mean_requests_per_s": self.mean_requests_per_s,
+            "min_margin_s": self.min_margin_s, "median_margin_s": self.median_margin_s,
+            "expired_samples": self.expired_samples, "still_ready": self.still_ready,
+        })
+    }
+
+    fn to_markdown(&self) -> String {
+        format!(
+            "\nRenewal wave: {} credentials over {} clients, {} s tokens, watched {} s: {} renewals, {} Secrets never renewed, \
+             {} token requests (peak {}/s, mean {:.2}/s), tokens replaced {:.0} s (least) / {:.0} s (median) before expiry, \
+             {} samples with an expired token in a Secret, {} of {} Ready at the end.\n",
+            self.n,
+            self.clients,
+            self.lifetime_s,
+            self.observed_s,
+            self.renewals,
+            self.not_renewed,
+            self.token_requests,
+            self.peak_requests_per_s,
+            self.mean_requests_per_s,
+            self.min_margin_s,
+            self.median_margin_s,
+            self.expired_samples,
+            self.still_ready,
+            self.n
+        )
+    }
+}
+
+async fn renewal_wave(
+    admin: &Client,
+    sa_kubeconfig: &Path,
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+    lifetime: Duration,
+) -> Wave {
+    let ns = "wave";
+    let clients = (n / 10).max(1);
+    let dev =
+        DevServer::start(DevServerArgs { latency_ms: 20, expires_in: lifetime.as_secs() as i64, ..Default::default() })
+            .await
+            .unwrap();
+    for c in 0..clients {
+        dev.set_client(&format!("client-{c}"), &format!("secret-{c}"));
+    }
+    create_namespace(admin, ns).await;
+    create_client_secrets(admin, ns, clients).await;
+    create_credentials(admin, ns, n, clients, &dev).await;
+    let ready = watch_ready(admin, ns, n);
+    let mut op = Operator::start(bin, sa_kubeconfig, ns, dir);
+    ready.await;
+    eprintln!("bench: wave: {n} Ready; watching {} s", 2 * lifetime.as_secs());
+
+    // Every token in every target Secret, as the watch shows them.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let held = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, (String, jiff::Timestamp)>::new()));
+    let margins = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let watch = {
+        let (held, margins) = (held.clone(), margins.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=groupdocs-token-operator");
+            let mut stream = std::pin::pin!(watcher(secrets, config).applied_objects());
+            while let Ok(Some(secret)) = stream.try_next().await {
+                let read = |k: &str| {
+                    secret.data.as_ref().and_then(|d| d.get(k)).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                };
+                let (Some(token), Some(expires)) = (read("access_token"), read("expires_at")) else { continue };
+                let Ok(expires) = expires.parse::<jiff::Timestamp>() else { continue };
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                let mut held = held.lock().unwrap();
+                if let Some((old, old_expiry)) = held.get(&name)
+                    && *old != token
+                {
+                    let margin = old_expiry.duration_since(jiff::Timestamp::now()).as_secs_f64();
+                    margins.lock().unwrap().push(margin);
+                }
+                held.insert(name, (token, expires));
+            }
+        })
+    };
+    let tokens_before = dev.stats().token_requests;
+    let observe = 2 * lifetime;
+    let started = Instant::now();
+    let (mut expired_samples, mut per_second, mut last_count, mut second) =
+        (0, Vec::new(), tokens_before, Instant::now());
+    while started.elapsed() < observe {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = jiff::Timestamp::now();
+        if held.lock().unwrap().values().any(|(_, expires)| *expires <= now) {
+            expired_samples += 1;
+        }
+        if second.elapsed() >= Duration::from_secs(1) {
+            let count = dev.stats().token_requests;
+            per_second.push(count - last_count);
+            (last_count, second) = (count, Instant::now());
+        }
+    }
+    watch.abort();
+    let token_requests = dev.stats().token_requests - tokens_before;
+    let mut margins = std::mem::take(&mut *margins.lock().unwrap());
+    margins.sort_by(f64::total_cmp);
+    let crs: Api<GroupDocsCredential> = Api::namespaced(admin.clone(), ns);
+    let still_ready = crs.list(&Default::default()).await.unwrap().items.iter().filter(|cr| is_ready(cr)).count();
+    op.stop();
+    let distinct_renewed = {
+        // A Secret whose token never changed still holds its first token.
+        let first_tokens: std::collections::HashSet<String> = dev.issued_tokens().into_iter().take(clients).collect();
+        held.lock().unwrap().values().filter(|(t, _)| first_tokens.contains(t)).count()
+    };
+    Wave {
+        n,
+        clients,
+        lifetime_s: lifetime.as_secs(),
+        observed_s: observe.as_secs(),
+        renewals: margins.len(),
+        not_renewed: distinct_renewed,
+        token_requests,
+        peak_requests_per_s: per_second.iter().copied().max().unwrap_or(0),
+        mean_requests_per_s: token_requests as f64 / observe.as_secs_f64(),
+        min_margin_s: margins.first().copied().unwrap_or(0.0),
+        median_margin_s: margins.get(margins.len() / 2).copied().unwrap_or(0.0),
+        expired_samples,
+        still_ready,
+    }
 }

@@ -51,7 +51,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 # Events on credentials.
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- if .Values.rolloutRestarts.enabled }}
 # spec.rolloutRestartTargets: a restart annotation on the pod template.
 - apiGroups: [apps]
