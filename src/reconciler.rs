@@ -27,10 +27,10 @@ use crate::policy::TokenUrlPolicy;
 use crate::redact::Sensitive;
 use crate::rollout;
 use crate::schedule;
-use crate::target::{self, IssuedFor, MANAGED_BY, MANAGED_BY_LABEL, Ownership};
+use crate::target::{self, CachedSecret, IssuedFor, MANAGED_BY, MANAGED_BY_LABEL, Ownership};
 use crate::token::broker::{Broker, Refused, Want};
 use crate::token::client::HttpTokenClient;
-use crate::token::{Token, TokenRequest};
+use crate::token::{Token, TokenFacts, TokenRequest};
 use crate::writes::RecentWrites;
 
 pub const FIELD_MANAGER: &str = "groupdocs-token-operator";
@@ -83,15 +83,15 @@ impl Shared {
 pub struct Context {
     pub shared: Arc<Shared>,
     pub client_secrets: Store<Secret>,
-    pub owned_secrets: Store<Secret>,
+    pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
 }
 
 /// What the reconcile established about the token, before status is computed.
 struct Synced {
-    /// The token in the target Secret, when it was issued for the current spec and client
+    /// The token now in the target Secret, when it was issued for the current spec and client
     /// Secret (it may have expired).
-    token: Option<Token>,
+    token: Option<TokenFacts>,
     result: Result<Outcome<'static>, Refused>,
     /// The force-refresh annotation value this reconcile acted on.
     refresh_request: Option<String>,
@@ -221,7 +221,7 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         Ok(existing) => existing,
         Err(e) => return fail(e),
     };
-    if target::ownership(existing.as_deref(), cr) == Ownership::Foreign {
+    if target::ownership(existing.as_deref().map(|s| &s.metadata), cr) == Ownership::Foreign {
         return fail(Error::TargetConflict { name: cr.target_name() });
     }
     let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
@@ -234,7 +234,8 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         None => true,
         Some(token) => now >= refresh_time(cr, token, inputs.renew_before, ctx.shared.settings.min_refresh_interval),
     };
-    let token = if refresh_request.is_some() || due {
+    // A new token from the broker, or (None) the one in place, which the cache knows only by its facts.
+    let fresh = if refresh_request.is_some() || due {
         if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
             ctx.shared.broker.honour_pause(&inputs.request.url, &inputs.request.client_id, until);
         }
@@ -244,25 +245,31 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
             min_interval: ctx.shared.settings.min_refresh_interval,
         };
         match ctx.shared.broker.token(&inputs.request, want).await {
-            Ok(issued) => issued.token,
+            Ok(issued) => Some(issued.token),
             Err(refused) => {
                 return Synced { token: in_place, result: Err(refused), refresh_request: None };
             }
         }
     } else {
-        in_place.clone().expect("not due implies a token in place")
+        None
+    };
+    let facts = match (&fresh, &in_place) {
+        (Some(token), _) => token.facts(),
+        (None, Some(facts)) => facts.clone(),
+        (None, None) => unreachable!("no token in place means one is due"),
     };
 
-    let desired = target::render(cr, &token, &inputs.issued_for);
-    if let Err(error) = write_secret(cr, ctx, existing.as_deref(), &desired).await {
+    let desired = target::desired(cr, &facts, &inputs.issued_for);
+    let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: fresh.as_ref() };
+    if let Err(error) = write_secret(cr, ctx, write, &inputs.issued_for).await {
         return Synced { token: in_place, result: Err(Refused { error, sent: false }), refresh_request: None };
     }
     let outcome = match previous.token_fingerprint.as_deref() {
         None => Outcome::Issued,
-        Some(fp) if fp != token.access_token.fingerprint() => Outcome::Renewed,
+        Some(fp) if fp != facts.fingerprint => Outcome::Renewed,
         Some(_) => Outcome::Current,
     };
-    Synced { token: Some(token), result: Ok(outcome), refresh_request: refresh_request.map(str::to_owned) }
+    Synced { token: Some(facts), result: Ok(outcome), refresh_request: refresh_request.map(str::to_owned) }
 }
 
 /// Validates the spec and reads the client credentials.
@@ -357,11 +364,11 @@ async fn client_secret(ctx: &Context, ns: &str, name: &str) -> Result<Arc<Secret
 }
 
 /// The Secret of the target's name if it carries our label, from the cache or the API server.
-async fn target_secret(cr: &GroupDocsCredential, ctx: &Context) -> Result<Option<Arc<Secret>>, Error> {
+async fn target_secret(cr: &GroupDocsCredential, ctx: &Context) -> Result<Option<Arc<CachedSecret>>, Error> {
     let name = cr.target_name();
     if let SecretAccess::Get { .. } = ctx.shared.settings.secret_access {
         let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
-        return Ok(api.get_opt(&name).await?.map(Arc::new));
+        return Ok(api.get_opt(&name).await?.map(|s| Arc::new(CachedSecret::from(s))));
     }
     Ok(ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace(cr))))
 }
@@ -379,35 +386,53 @@ async fn explain_missing_client_secret(ctx: &Context, ns: &str, name: &str) -> E
 
 /// The token in `secret`, if it is ours, was issued for these inputs and is the one status
 /// recorded (a token edited by hand is not trusted).
-fn usable_token(secret: &Secret, inputs: &Inputs, previous: &GroupDocsCredentialStatus) -> Option<Token> {
-    let (token, issued_for) = target::read_token(secret)?;
-    let untampered = previous.token_fingerprint.as_deref().is_none_or(|fp| fp == token.access_token.fingerprint());
-    (issued_for == inputs.issued_for && untampered).then_some(token)
+fn usable_token(secret: &CachedSecret, inputs: &Inputs, previous: &GroupDocsCredentialStatus) -> Option<TokenFacts> {
+    let (facts, issued_for) = secret.held_token()?;
+    let untampered = previous.token_fingerprint.as_deref().is_none_or(|fp| *fp == facts.fingerprint);
+    (*issued_for == inputs.issued_for && untampered).then(|| facts.clone())
 }
 
 fn refresh_time(
     cr: &GroupDocsCredential,
-    token: &Token,
+    token: &TokenFacts,
     renew_before: Option<SignedDuration>,
     min: SignedDuration,
 ) -> Timestamp {
-    let seed = format!("{}/{}", cr.uid().unwrap_or_default(), token.access_token.fingerprint());
+    let seed = format!("{}/{}", cr.uid().unwrap_or_default(), token.fingerprint);
     schedule::refresh_at(token.issued_at, token.expires_at, renew_before, schedule::jitter_for(&seed), min)
+}
+
+/// What `write_secret` works from.
+struct SecretWrite<'a> {
+    /// The target Secret as the cache (or a GET, in `get` mode) saw it.
+    existing: Option<&'a CachedSecret>,
+    desired: &'a CachedSecret,
+    /// A new token; `None` keeps the one in place.
+    fresh: Option<&'a Token>,
 }
 
 /// Creates the target Secret or brings ours in line; never touches a Secret we do not own.
 async fn write_secret(
     cr: &GroupDocsCredential,
     ctx: &Context,
-    existing: Option<&Secret>,
-    desired: &Secret,
+    write: SecretWrite<'_>,
+    issued_for: &IssuedFor,
 ) -> Result<(), Error> {
+    if let Some(existing) = write.existing
+        && !target::needs_update(existing, write.desired)
+    {
+        return Ok(());
+    }
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
     let name = cr.target_name();
-    let existing = match existing {
-        Some(existing) => existing.clone(),
+    // The cache holds no token and no foreign labels: an update starts from the full Secret.
+    let existing = match write.existing {
+        Some(_) => api.get(&name).await?,
         None => match api
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, desired)
+            .create(
+                &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+                &target::render(cr, write.fresh.ok_or_else(no_token)?, issued_for),
+            )
             .await
         {
             Ok(created) => {
@@ -420,16 +445,21 @@ async fn write_secret(
             Err(e) => return Err(secret_write_error(e)),
         },
     };
-    match target::ownership(Some(&existing), cr) {
+    match target::ownership(Some(&existing.metadata), cr) {
         Ownership::Ours => {}
         _ => return Err(Error::TargetConflict { name }),
     }
-    if !target::needs_update(&existing, desired) {
+    let token = match write.fresh {
+        Some(token) => token.clone(),
+        None => token_in_place(&existing, write.desired)?,
+    };
+    let desired = target::render(cr, &token, issued_for);
+    if !target::needs_update(&CachedSecret::from(existing.clone()), write.desired) {
         return Ok(());
     }
     // The merged object carries the uid and resourceVersion we read: the update fails rather
     // than overwrite a Secret that was replaced or changed meanwhile.
-    let merged = target::merge(&existing, desired);
+    let merged = target::merge(&existing, &desired);
     let updated = api
         .replace(&name, &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &merged)
         .await
@@ -437,6 +467,20 @@ async fn write_secret(
     ctx.shared.writes.wrote_secret(&updated, Instant::now());
     info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
     Ok(())
+}
+
+/// The token of the full Secret, when it is still the one the cache showed.
+fn token_in_place(existing: &Secret, desired: &CachedSecret) -> Result<Token, Error> {
+    let want = desired.held_token().map(|(facts, _)| &facts.fingerprint);
+    match target::read_token(existing) {
+        Some((token, _)) if Some(&token.access_token.fingerprint()) == want => Ok(token),
+        _ => Err(no_token()),
+    }
+}
+
+/// The Secret changed between the cache and the read: the next reconcile sees the change.
+fn no_token() -> Error {
+    Error::KubeApi("the target Secret changed while it was being updated; retrying".into())
 }
 
 /// The API server refusing the Secret itself (422) is a spec problem (labels or annotations
@@ -451,7 +495,7 @@ fn secret_write_error(e: kube::Error) -> Error {
 }
 
 /// A note for the Ready message when `spec.renewBefore` cannot be honoured.
-fn renew_before_note(cr: &GroupDocsCredential, token: &Token) -> Option<String> {
+fn renew_before_note(cr: &GroupDocsCredential, token: &TokenFacts) -> Option<String> {
     let lead = schedule::parse_duration(cr.spec.renew_before.as_deref()?).ok()?;
     (lead >= token.lifetime()).then(|| {
         format!(
@@ -491,7 +535,7 @@ fn next_status(
     if let Some(token) = &synced.token {
         status.expires_at = Some(Time(token.expires_at));
         status.last_refresh_time = Some(Time(token.issued_at));
-        status.token_fingerprint = Some(token.access_token.fingerprint());
+        status.token_fingerprint = Some(token.fingerprint.clone());
         status.next_refresh_time = (!cr.spec.suspend).then(|| {
             let renew_before = cr.spec.renew_before.as_deref().and_then(|d| schedule::parse_duration(d).ok());
             Time(refresh_time(cr, token, renew_before, min_interval))
@@ -619,7 +663,7 @@ fn strip_for_read_only_cache<K: Resource>(obj: &mut K) {
 pub struct Caches {
     pub credentials: Store<GroupDocsCredential>,
     pub client_secrets: Store<Secret>,
-    pub owned_secrets: Store<Secret>,
+    pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
 }
 
@@ -710,18 +754,18 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
 
     let (owned_reader, owned_writer) = reflector::store();
     let flags = synced.clone();
+    // Token Secrets are cached as `CachedSecret`s, decoded straight from the watch.
     let owned = watcher(
-        api::<Secret>(client, scope),
+        api::<CachedSecret>(client, scope),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
     .inspect(move |e| mark_synced(&flags.owned_secrets, e))
-    .modify(strip_managed_fields)
     .reflect(owned_writer)
     .touched_objects()
     .try_filter({
         let shared = shared.clone();
-        move |secret| std::future::ready(!shared.writes.is_own_secret_write(secret))
+        move |secret| std::future::ready(!shared.writes.is_own_secret_write(&secret.metadata))
     });
 
     let (client_reader, client_writer) = reflector::store();

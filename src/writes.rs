@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::GroupDocsCredentialStatus;
 
@@ -34,15 +35,15 @@ impl RecentWrites {
     /// Records the Secret as the API server returned it after our create or update.
     pub fn wrote_secret(&self, secret: &Secret, now: Instant) {
         if let Some(rv) = secret.metadata.resource_version.clone() {
-            self.secrets.lock().expect("writes lock").insert(key(secret), (rv, now));
+            self.secrets.lock().expect("writes lock").insert(key(&secret.metadata), (rv, now));
         }
     }
 
     /// Whether `secret` is the watch showing a write of ours (each write is matched once).
-    pub fn is_own_secret_write(&self, secret: &Secret) -> bool {
+    pub fn is_own_secret_write(&self, secret: &ObjectMeta) -> bool {
         let mut secrets = self.secrets.lock().expect("writes lock");
         let key = key(secret);
-        let own = secrets.get(&key).is_some_and(|(rv, _)| Some(rv) == secret.metadata.resource_version.as_ref());
+        let own = secrets.get(&key).is_some_and(|(rv, _)| Some(rv) == secret.resource_version.as_ref());
         if own {
             secrets.remove(&key);
         }
@@ -82,8 +83,8 @@ impl RecentWrites {
     }
 }
 
-fn key(secret: &Secret) -> (String, String) {
-    (secret.metadata.namespace.clone().unwrap_or_default(), secret.metadata.name.clone().unwrap_or_default())
+fn key(meta: &ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
 fn digest(status: Option<&GroupDocsCredentialStatus>) -> u64 {
@@ -120,15 +121,19 @@ mod tests {
         s
     }
 
+    fn secret_meta(rv: &str) -> ObjectMeta {
+        secret(rv).metadata
+    }
+
     #[test]
     fn our_secret_write_is_recognised_once_and_other_versions_never() {
         let writes = RecentWrites::default();
         let t0 = Instant::now();
         writes.wrote_secret(&secret("7"), t0);
-        assert!(!writes.is_own_secret_write(&secret("6")), "an older version is news");
-        assert!(writes.is_own_secret_write(&secret("7")));
-        assert!(!writes.is_own_secret_write(&secret("7")), "matched once");
-        assert!(!writes.is_own_secret_write(&secret("8")), "someone else's edit is news");
+        assert!(!writes.is_own_secret_write(&secret_meta("6")), "an older version is news");
+        assert!(writes.is_own_secret_write(&secret_meta("7")));
+        assert!(!writes.is_own_secret_write(&secret_meta("7")), "matched once");
+        assert!(!writes.is_own_secret_write(&secret_meta("8")), "someone else's edit is news");
         writes.wrote_secret(&secret("9"), t0);
         writes.prune(t0 + TRUST_CACHE_AFTER);
         assert!(writes.is_empty());

@@ -172,6 +172,18 @@ async fn e2e_deleted_or_edited_target_secret_is_repaired() {
     .await;
     assert!(env.dev.accepts(&repaired));
     assert_eq!(env.dev.stats().token_requests, 1);
+
+    // Metadata alone edited: the token in place stays (the cache holds no token, so the
+    // operator reads it from the Secret for the update).
+    let edit = json!({"metadata": {"annotations": {"groupdocs.cloud/credential": null}}});
+    env.secrets().patch("fixme-token", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    wait_for("the annotation to be restored", SECS_30, || async {
+        let s = env.secrets().get("fixme-token").await.ok()?;
+        (s.metadata.annotations?.get("groupdocs.cloud/credential")? == "fixme").then_some(())
+    })
+    .await;
+    assert_eq!(env.token_in("fixme-token").await.as_deref(), Some(repaired.as_str()), "same token");
+    assert_eq!(env.dev.stats().token_requests, 1);
     env.wait_ready("fixme").await;
     env.cleanup().await;
 }

@@ -39,9 +39,34 @@ pub struct Token {
     pub expires_at: Timestamp,
 }
 
+/// What is known of a token without holding it: enough for status and scheduling. The watch
+/// cache keeps these rather than tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub fingerprint: String,
+    pub token_type: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl TokenFacts {
+    pub fn lifetime(&self) -> SignedDuration {
+        self.expires_at.duration_since(self.issued_at)
+    }
+}
+
 impl Token {
     pub fn lifetime(&self) -> SignedDuration {
         self.expires_at.duration_since(self.issued_at)
+    }
+
+    pub fn facts(&self) -> TokenFacts {
+        TokenFacts {
+            fingerprint: self.access_token.fingerprint(),
+            token_type: self.token_type.clone(),
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+        }
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
