@@ -4,6 +4,11 @@ use clap::Parser;
 use groupdocs_token_operator::cli::{Cli, Command};
 use groupdocs_token_operator::{crd, devserver, operator};
 
+/// jemalloc: with glibc's allocator the churn of a cold start (every cached credential
+/// replaced once its status is written) left peak RSS about 20 MiB above the steady state.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
