@@ -47,26 +47,34 @@ impl Publisher {
         regarding: &K,
         occurrence: Occurrence,
     ) -> Result<(), kube::Error> {
-        let event = self.render(regarding.object_ref(&()), occurrence, jiff::Timestamp::now());
+        let event =
+            render(&self.controller, &self.instance, regarding.object_ref(&()), occurrence, jiff::Timestamp::now());
         let namespace = event.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await?;
         Ok(())
     }
+}
 
-    fn render(&self, regarding: ObjectReference, occurrence: Occurrence, now: jiff::Timestamp) -> Event {
-        let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or(&self.controller), now.as_nanosecond());
-        Event {
-            metadata: ObjectMeta { name: Some(name), namespace: regarding.namespace.clone(), ..ObjectMeta::default() },
-            event_time: Some(MicroTime(now)),
-            action: Some(occurrence.action.to_string()),
-            reason: Some(occurrence.reason.to_string()),
-            note: Some(truncate(occurrence.note, MAX_NOTE_BYTES)),
-            type_: Some(format!("{:?}", occurrence.kind)),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
-            regarding: Some(regarding),
-            ..Event::default()
-        }
+/// An events.k8s.io/v1 Event named like kube-runtime's (`<object>.<nanoseconds in hex>`).
+fn render(
+    controller: &str,
+    instance: &str,
+    regarding: ObjectReference,
+    occurrence: Occurrence,
+    now: jiff::Timestamp,
+) -> Event {
+    let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or(controller), now.as_nanosecond());
+    Event {
+        metadata: ObjectMeta { name: Some(name), namespace: regarding.namespace.clone(), ..ObjectMeta::default() },
+        event_time: Some(MicroTime(now)),
+        action: Some(occurrence.action.to_string()),
+        reason: Some(occurrence.reason.to_string()),
+        note: Some(truncate(occurrence.note, MAX_NOTE_BYTES)),
+        type_: Some(format!("{:?}", occurrence.kind)),
+        reporting_controller: Some(controller.to_string()),
+        reporting_instance: Some(instance.to_string()),
+        regarding: Some(regarding),
+        ..Event::default()
     }
 }
 
@@ -87,6 +95,26 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_names_its_object_reporter_and_reason() {
+        let regarding = ObjectReference {
+            kind: Some("GroupDocsCredential".into()),
+            name: Some("viewer".into()),
+            namespace: Some("apps".into()),
+            ..ObjectReference::default()
+        };
+        let occurrence =
+            Occurrence { kind: Kind::Warning, reason: "SecretNotFound", action: "Reconcile", note: "x".repeat(2000) };
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let e = render("groupdocs-token-operator", "pod-1", regarding, occurrence, now);
+        assert_eq!(e.metadata.name.as_deref(), Some(format!("viewer.{:x}", now.as_nanosecond()).as_str()));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("apps"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("SecretNotFound"));
+        assert_eq!(e.reporting_instance.as_deref(), Some("pod-1"));
+        assert!(e.note.unwrap().len() <= MAX_NOTE_BYTES);
+    }
 
     #[test]
     fn notes_are_cut_to_what_the_api_server_accepts() {

@@ -16,8 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use groupdocs_token_operator::conditions;
 use groupdocs_token_operator::crd::GroupDocsCredential;
 use groupdocs_token_operator::devserver::{DevServer, DevServerArgs};
+use groupdocs_token_operator::redact::Sensitive;
+use groupdocs_token_operator::target::{self, IssuedFor};
+use groupdocs_token_operator::token::Token;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -110,11 +114,12 @@ async fn main() {
         let op = Operator::start(&operator_bin, &sa_kubeconfig, &ns, &dir);
         op.wait_reconciled(n).await;
         row.restart_s = restarted.elapsed().as_secs_f64();
+        row.restart_peak_rss_mib = op.peak_rss_mib();
         row.restart_writes = writes(&diff(&api_requests(&cp), &api_before));
         row.restart_token_requests = dev.stats().token_requests - tokens_before;
 
         // The floor: the same writes by a plain parallel client, as the same ServiceAccount.
-        row.floor_s = floor(&admin, &sa, n).await.as_secs_f64();
+        row.floor_s = floor(&admin, &sa, n, &dev).await.as_secs_f64();
         row.ratio = row.cold_start_s / row.floor_s;
         eprintln!("bench: N={n}: floor {:.1}s, ratio {:.2}", row.floor_s, row.ratio);
         report.rows.push(row);
@@ -168,6 +173,7 @@ struct Row {
     restart_s: f64,
     restart_writes: f64,
     restart_token_requests: u64,
+    restart_peak_rss_mib: f64,
     floor_s: f64,
     ratio: f64,
 }
@@ -193,7 +199,7 @@ impl Report {
                     "cpu_s": r.cpu_s, "idle_secs": idle_secs, "idle_writes": r.idle_writes,
                     "idle_token_requests": r.idle_token_requests, "idle_cpu_s": r.idle_cpu_s,
                     "restart_s": r.restart_s, "restart_writes": r.restart_writes,
-                    "restart_token_requests": r.restart_token_requests, "floor_s": r.floor_s, "ratio": r.ratio,
+                    "restart_token_requests": r.restart_token_requests, "restart_peak_rss_mib": r.restart_peak_rss_mib, "floor_s": r.floor_s, "ratio": r.ratio,
                 })
             })
             .collect();
@@ -208,14 +214,14 @@ impl Report {
         std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
 
         let mut md = String::from(
-            "| N CRs | clients | all Ready | p50 | p99 | token requests | peak RSS | CPU | floor | ratio | idle writes / token requests / CPU | restart: time, writes, token requests |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| N CRs | clients | all Ready | p50 | p99 | token requests | peak RSS | CPU | floor | ratio | idle writes / token requests / CPU | restart: time, writes, token requests, peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             md.push_str(&format!(
-                "| {} | {} | {:.1} s | {} ms | {} ms | {} | {:.1} MiB | {:.1} s | {:.1} s | {:.2} | {} / {} / {:.2} s in {idle_secs} s | {:.1} s, {}, {} |\n",
+                "| {} | {} | {:.1} s | {} ms | {} ms | {} | {:.1} MiB | {:.1} s | {:.1} s | {:.2} | {} / {} / {:.2} s in {idle_secs} s | {:.1} s, {}, {}, {:.1} MiB |\n",
                 r.n, r.clients, r.cold_start_s, r.p50_ms, r.p99_ms, r.token_requests, r.peak_rss_mib, r.cpu_s,
                 r.floor_s, r.ratio, r.idle_writes, r.idle_token_requests, r.idle_cpu_s, r.restart_s, r.restart_writes,
-                r.restart_token_requests
+                r.restart_token_requests, r.restart_peak_rss_mib
             ));
         }
         if let Some((n, before, after)) = self.unrelated {
@@ -426,47 +432,96 @@ fn watch_ready(client: &Client, ns: &str, n: usize) -> impl std::future::Future<
 }
 
 /// N Secret creates, N status patches and N events by a plain parallel client (concurrency
-/// 16, like the operator's default), on credentials the operator does not watch.
-async fn floor(admin: &Client, sa: &Client, n: usize) -> Duration {
+/// 16, like the operator's default), on credentials the operator does not watch. The objects
+/// are the operator's own: Secrets rendered by its code (token of a real token's length,
+/// ownerReference, labels, annotations) and a status with its three conditions, so the API
+/// server and the garbage collector do the same work; a watch on the credentials runs as
+/// during the operator's run.
+async fn floor(admin: &Client, sa: &Client, n: usize, dev: &DevServer) -> Duration {
     let ns = format!("floor-{n}");
     create_namespace(admin, &ns).await;
     let crs: Api<GroupDocsCredential> = Api::namespaced(admin.clone(), &ns);
-    futures::stream::iter(0..n)
-        .for_each_concurrent(64, |i| {
+    let created: Vec<GroupDocsCredential> = futures::stream::iter(0..n)
+        .map(|i| {
             let crs = crs.clone();
             async move {
                 let cr: GroupDocsCredential = serde_json::from_value(json!({
                     "apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential",
-                    "metadata": {"name": format!("f-{i}")}, "spec": {"clientSecretRef": {"name": "x"}},
+                    "metadata": {"name": format!("f-{i}")},
+                    "spec": {"clientSecretRef": {"name": format!("client-{}", i % 10)}, "tokenUrl": dev.token_url()},
                 }))
                 .unwrap();
-                let _ = crs.create(&PostParams::default(), &cr).await;
+                crs.create(&PostParams::default(), &cr).await.unwrap()
             }
         })
+        .buffer_unordered(64)
+        .collect()
         .await;
+    let issued_at = jiff::Timestamp::now();
+    let token = Token {
+        access_token: Sensitive::new("x".repeat(dev_token_length(dev).await)),
+        token_type: "Bearer".into(),
+        issued_at,
+        expires_at: issued_at + jiff::SignedDuration::from_hours(24),
+    };
+    let issued_for = IssuedFor {
+        token_url: dev.token_url(),
+        client_id: "client-0".into(),
+        scope: None,
+        client_secret_version: "1".into(),
+    };
+    let observer = watch_ready(admin, &ns, n);
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), &ns);
     let status: Api<GroupDocsCredential> = Api::namespaced(sa.clone(), &ns);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(sa.clone(), &ns);
     let start = Instant::now();
-    futures::stream::iter(0..n)
-        .for_each_concurrent(16, |i| {
+    futures::stream::iter(created)
+        .for_each_concurrent(16, |cr| {
             let (secrets, status, events, ns) = (secrets.clone(), status.clone(), events.clone(), ns.clone());
+            let (token, issued_for) = (token.clone(), issued_for.clone());
             async move {
-                let s: Secret = serde_json::from_value(json!({"metadata": {"name": format!("f-{i}-token")}, "stringData": {"access_token": "x"}})).unwrap();
-                secrets.create(&PostParams::default(), &s).await.unwrap();
-                let patch = json!({"apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential", "status": {"tokenFingerprint": "000000000000"}});
-                status.patch_status(&format!("f-{i}"), &PatchParams::apply("floor").force(), &Patch::Apply(&patch)).await.unwrap();
+                let name = cr.metadata.name.clone().unwrap();
+                secrets.create(&PostParams::default(), &target::render(&cr, &token, &issued_for)).await.unwrap();
+                let patch = json!({"apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential", "status": ready_status(&cr, &token)});
+                status.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch)).await.unwrap();
                 let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
-                    "metadata": {"name": format!("f-{i}.floor")}, "eventTime": jiff::Timestamp::now().to_string(),
+                    "metadata": {"name": format!("{name}.floor")}, "eventTime": jiff::Timestamp::now().to_string(),
                     "reportingController": "floor", "reportingInstance": "floor", "action": "Reconcile", "reason": "TokenIssued",
-                    "type": "Normal", "regarding": {"kind": "GroupDocsCredential", "namespace": ns, "name": format!("f-{i}")},
+                    "note": format!("token written to Secret {name}-token"),
+                    "type": "Normal", "regarding": {"kind": "GroupDocsCredential", "namespace": ns, "name": name},
                 }))
                 .unwrap();
                 events.create(&PostParams::default(), &ev).await.unwrap();
             }
         })
         .await;
+    observer.await;
     start.elapsed()
+}
+
+/// The length of the development token server's tokens, so the floor writes as many bytes.
+async fn dev_token_length(dev: &DevServer) -> usize {
+    dev.issued_tokens().first().map_or(600, String::len)
+}
+
+/// A status as the operator writes it for a freshly issued token.
+fn ready_status(cr: &GroupDocsCredential, token: &Token) -> Value {
+    let now = jiff::Timestamp::now();
+    let facts = conditions::Facts {
+        generation: cr.metadata.generation,
+        token_expires_at: Some(token.expires_at),
+        outcome: conditions::Outcome::Issued,
+        now,
+        note: None,
+    };
+    let time = |t: jiff::Timestamp| jiff::Timestamp::from_second(t.as_second()).unwrap().to_string();
+    json!({
+        "observedGeneration": cr.metadata.generation,
+        "conditions": conditions::conditions(&[], &facts),
+        "expiresAt": time(token.expires_at), "lastRefreshTime": time(token.issued_at),
+        "nextRefreshTime": time(token.expires_at - jiff::SignedDuration::from_hours(8)),
+        "tokenFingerprint": token.access_token.fingerprint(), "failedAttempts": 0,
+    })
 }
 
 /// `apiserver_request_total` summed by verb and resource.
