@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use groupdocs_token_operator::devserver::{DevServerArgs, Fault};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{Env, wait_for};
 
@@ -317,6 +317,22 @@ async fn e2e_ten_credentials_on_one_client_cost_one_request() {
     let first = env.token_in("c0-token").await.unwrap();
     for i in 1..10 {
         assert_eq!(env.token_in(&format!("c{i}-token")).await.unwrap(), first);
+    }
+
+    // Each credential's first token is written once: its own Secret write coming back on the
+    // watch must not make it write the status and the event again. A later credential's
+    // round trip orders the check after those echoes.
+    env.create_credential("late", "gd-client", json!({})).await;
+    env.wait_ready("late").await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let issued = events.list(&Default::default()).await.unwrap().items;
+    for name in names.iter().map(String::as_str).chain(["late"]) {
+        let count = issued
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("TokenIssued"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .count();
+        assert_eq!(count, 1, "TokenIssued events for {name}");
     }
     env.cleanup().await;
 }
