@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Credentials reconciled at the same time.
     #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Requests per second to the Kubernetes API server at most (0: no client-side limit;
+    /// the API server's priority and fairness still applies). A watch counts once.
+    #[arg(long, env = "GDTO_KUBE_API_QPS", default_value_t = 0)]
+    pub kube_api_qps: u32,
     /// Act on `spec.rolloutRestartTargets` (needs get and patch on Deployments, StatefulSets
     /// and DaemonSets).
     #[arg(long, env = "GDTO_ROLLOUT_RESTARTS")]

@@ -24,7 +24,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     crate::telemetry::init(&args.log);
     crate::install_crypto_provider();
     let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback, args.allow_private_networks)?;
-    let client = Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+    let client = kube_client(args.kube_api_qps).await?;
     let metrics = Arc::new(Metrics::default());
     let broker_config = BrokerConfig {
         failed_request_budget: args.failed_request_budget,
@@ -128,6 +128,16 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The Kubernetes client, with a client-side request rate when `qps` is not 0.
+async fn kube_client(qps: u32) -> Result<Client, String> {
+    let config = kube::Config::infer().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    Ok(match qps {
+        0 => builder.build(),
+        qps => builder.with_layer(&tower::limit::RateLimitLayer::new(qps.into(), Duration::from_secs(1))).build(),
+    })
 }
 
 async fn prune_periodically(shared: Arc<Shared>) {

@@ -377,3 +377,19 @@ async fn e2e_plain_manifests_rbac_suffices() {
     assert!(!logs.contains("forbidden") && !logs.contains("Forbidden"), "{}", support::tail(&logs, 20));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_client_side_request_rate_still_converges() {
+    let mut env = Env::new("qps", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    // Two requests a second: five credentials need about fifteen writes plus the lists.
+    env.start_operator(&["--kube-api-qps", "2"]);
+    for i in 0..5 {
+        env.create_credential(&format!("q{i}"), "gd-client", json!({})).await;
+    }
+    for i in 0..5 {
+        env.wait_ready(&format!("q{i}")).await;
+    }
+    assert_eq!(env.dev.stats().token_requests, 1);
+    env.cleanup().await;
+}
