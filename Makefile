@@ -5,16 +5,21 @@ TESTBINS_DIR ?= $(shell ./hack/testbins.sh --print-dir)
 export TESTBINS_DIR
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: bench all build test unit e2e testbins testbins-update crds check-crds lint cluster cluster-down demo demo-down manifests release
+.PHONY: bench all build test unit e2e testbins testbins-update host-deps crds check-crds lint cluster cluster-down demo demo-down manifests release image image-check check-docker-context
 
 all: build
 
 build:
 	$(CARGO) build
 
-## testbins: build etcd, kube-apiserver, kube-controller-manager, kubectl and helm (cached)
+## testbins: build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, and the
+## node's kubelet, kube-scheduler and kube-proxy (cached by version outside the repository)
 testbins:
 	./hack/testbins.sh
+
+## host-deps: the node's Debian packages (containerd, runc, CNI plugins, umoci, iptables), pinned
+host-deps:
+	./hack/host-deps.sh
 
 ## testbins-update: regenerate the wrapper go.mod files after a version change
 testbins-update:
@@ -41,25 +46,38 @@ lint:
 release:
 	$(CARGO) build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
 
-## test: every test, the end-to-end ones against a real control plane included
-test: testbins lint
+## image: OCI image tarballs in target/image/ (operator, pause, consumer), built with umoci
+image: host-deps release
+	./hack/image.sh
+
+## image-check: import and run the image tarballs in a throwaway containerd
+image-check: image
+	./hack/image-check.sh
+
+## check-docker-context: build the Dockerfile's COPY paths alone, as `docker build` would
+check-docker-context:
+	./hack/docker-context-check.sh
+
+## test: every test, the end-to-end ones against a real control plane and node included
+test: testbins lint image
 	$(CARGO) test --workspace --no-fail-fast
 
-## cluster: start a local control plane in the background; prints `export KUBECONFIG=...`
-cluster: testbins
-	$(CARGO) build -q -p testenv
-	./target/debug/testenv up $(CLUSTER_DIR)
+## cluster: start a local control plane in the background; prints `export KUBECONFIG=...`.
+## NODE=1 adds a node that runs pods from the images of `make image`.
+cluster: testbins $(if $(filter 1,$(NODE)),image)
+	$(CARGO) build -q -p testenv --bins
+	./target/debug/testenv up $(CLUSTER_DIR) $(if $(filter 1,$(NODE)),--node)
 
 cluster-down:
-	$(CARGO) build -q -p testenv
+	$(CARGO) build -q -p testenv --bins
 	./target/debug/testenv down $(CLUSTER_DIR)
 
 ## bench: the scale benchmark (not part of `make test`); results in bench/results/
 bench: testbins release
 	$(CARGO) run --release -p bench
 
-## demo: control plane + development token server + operator + examples/
-demo: testbins
+## demo: control plane (+ node) + development token server + operator + examples/
+demo: testbins host-deps
 	./hack/demo.sh
 
 demo-down:

@@ -9,7 +9,8 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 staging_version="v0.${K8S_VERSION#v1.}"
 
-# kube-apiserver, kube-controller-manager and kubectl. k8s.io/kubernetes replaces its
+# kube-apiserver, kube-controller-manager, kubectl and the node's kubelet, kube-scheduler and
+# kube-proxy. k8s.io/kubernetes replaces its
 # staging modules with ./staging paths that do not exist outside its repository, so
 # the wrapper replaces each with the matching published v0.X.Y release instead.
 k8s_gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -33,7 +34,8 @@ dir="$root/testbins/kubernetes"
   echo ")"
 } >"$dir/go.mod"
 rm -f "$dir/go.sum"
-(cd "$dir" && go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" && go mod tidy)
+(cd "$dir" && go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+  "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION" && go mod tidy)
 
 # etcd: its server module's go.mod carries replaces of its own, hence a wrapper.
 dir="$root/testbins/etcd"

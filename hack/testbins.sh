@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test environment's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm) from their Go modules at the versions pinned in hack/testbins.env, into a
+# kubectl, helm, and the node's kubelet, kube-scheduler and kube-proxy) from their Go modules at the versions pinned in hack/testbins.env, into a
 # cache outside the repository. Only what is missing is built. Prints the directory last.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +16,7 @@ missing() { for b in "$@"; do [ -x "$dir/$b" ] || return 0; done; return 1; }
 # A version change in testbins.env invalidates the whole directory.
 stamp=$(grep -v '^#' "$root/hack/testbins.env")
 if [ "$(cat "$dir/.versions" 2>/dev/null)" != "$stamp" ]; then
-  rm -f "$dir"/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm}
+  rm -f "$dir"/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm,kubelet,kube-scheduler,kube-proxy}
 fi
 
 timed_build() { # name, module dir, go build args...
@@ -27,7 +27,8 @@ timed_build() { # name, module dir, go build args...
   log "built $name in $((SECONDS - start))s"
 }
 
-if missing kube-apiserver kube-controller-manager kubectl; then
+k8s_bins=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+if missing "${k8s_bins[@]}"; then
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -35,9 +36,9 @@ if missing kube-apiserver kube-controller-manager kubectl; then
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=0000000000000000000000000000000000000000"
     ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  timed_build "kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION" kubernetes \
-    -ldflags "$ldflags" -o "$dir/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  # One `go build` for all six shares the compilation of their common packages.
+  timed_build "${k8s_bins[*]} $K8S_VERSION" kubernetes \
+    -ldflags "$ldflags" -o "$dir/" "${k8s_bins[@]/#/k8s.io/kubernetes/cmd/}"
 fi
 if missing etcd; then
   timed_build "etcd $ETCD_VERSION" etcd \

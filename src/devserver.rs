@@ -52,6 +52,16 @@ pub struct DevServerArgs {
     /// Added latency of every token response, in milliseconds (for benchmarks).
     #[arg(long, env = "GDTO_DEV_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Also serve over TLS on this address (needs `--tls-cert` and `--tls-key`), as the
+    /// operator requires https for any token endpoint that is not on loopback.
+    #[arg(long, env = "GDTO_DEV_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for `--tls-listen`.
+    #[arg(long, env = "GDTO_DEV_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for `--tls-listen`.
+    #[arg(long, env = "GDTO_DEV_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for DevServerArgs {
@@ -64,6 +74,9 @@ impl Default for DevServerArgs {
             failure_limit: 20,
             limit_by: LimitBy::Ip,
             latency_ms: 0,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -137,6 +150,7 @@ struct Inner {
 pub struct DevServer {
     inner: Arc<Inner>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl DevServer {
@@ -144,6 +158,11 @@ impl DevServer {
     pub async fn start(args: DevServerArgs) -> std::io::Result<DevServer> {
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
+        let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+            (Some(listen), Some(cert), Some(key)) => Some((TcpListener::bind(listen).await?, tls_acceptor(cert, key)?)),
+            _ => None,
+        };
+        let tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
         let clients = args
             .clients
             .iter()
@@ -160,8 +179,11 @@ impl DevServer {
             issued: Mutex::default(),
             args,
         });
-        tokio::spawn(accept_loop(listener, inner.clone()));
-        Ok(DevServer { inner, addr })
+        tokio::spawn(accept_loop(listener, inner.clone(), None));
+        if let Some((listener, acceptor)) = tls {
+            tokio::spawn(accept_loop(listener, inner.clone(), Some(acceptor)));
+        }
+        Ok(DevServer { inner, addr, tls_addr })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -170,6 +192,11 @@ impl DevServer {
 
     pub fn token_url(&self) -> String {
         format!("http://{}/connect/token", self.addr)
+    }
+
+    /// The https token URL, when the server also listens with TLS.
+    pub fn tls_token_url(&self) -> Option<String> {
+        self.tls_addr.map(|a| format!("https://{a}/connect/token"))
     }
 
     pub fn set_fault(&self, fault: Fault) {
@@ -204,7 +231,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| invalid(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let router = router(inner.clone());
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -222,11 +267,21 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             continue;
         }
         let service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper_util::service::TowerToHyperService::new(service);
             // One request per connection, so that a reset fault reaches clients that pool them.
-            let _ = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, service).await;
+            let http = hyper::server::conn::http1::Builder::new().keep_alive(false).clone();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -462,6 +517,9 @@ fn verify(key: &[u8; 32], token: &str) -> Option<serde_json::Value> {
 pub async fn serve_forever(args: DevServerArgs) -> std::io::Result<()> {
     let server = DevServer::start(args).await?;
     eprintln!("development token server on http://{} (POST /connect/token, GET /v2.0/viewer/formats)", server.addr());
+    if let Some(url) = server.tls_token_url() {
+        eprintln!("and with TLS: {url}");
+    }
     crate::shutdown_signal().await;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! A real, local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager
-//! built from their Go modules by `make testbins`, started on free loopback ports.
+//! built from their Go modules by `make testbins`, started on free loopback ports; and, on
+//! request, a real node beside it ([`node`]: containerd, the kubelet, kube-scheduler and
+//! kube-proxy) that runs pods from locally built images.
 //!
 //! The same code backs `make cluster` (detached processes that outlive the launcher) and the
 //! Rust end-to-end tests ([`shared`]: one control plane per test binary, stopped when the test
@@ -14,7 +16,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod pki;
+pub mod node;
+pub mod pki;
 
 /// Versions pinned for the whole test environment; `make testbins` builds exactly these.
 const VERSIONS: &str = include_str!("../../hack/testbins.env");
@@ -64,6 +67,14 @@ pub enum Lifetime {
     Detached,
 }
 
+/// What to start besides the control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Also start a node ([`node`]) and import these OCI image tarballs into it (the
+    /// sandbox image [`node::PAUSE_IMAGE`] among them).
+    pub node_images: Option<Vec<PathBuf>>,
+}
+
 /// A running control plane (or a handle on an existing cluster).
 pub struct ControlPlane {
     dir: PathBuf,
@@ -72,6 +83,8 @@ pub struct ControlPlane {
     owns_dir: bool,
     /// How kube-apiserver was started, to start it again after [`ControlPlane::stop_apiserver`].
     apiserver: Option<(PathBuf, Vec<String>, Lifetime)>,
+    /// The node's directory, when a node runs.
+    node: Option<node::Layout>,
 }
 
 struct Process {
@@ -83,18 +96,42 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager under `dir`, which must be empty
     /// or absent, and waits until the API server is ready and the default namespace exists.
     pub fn start(dir: &Path, lifetime: Lifetime) -> Result<Self> {
+        ControlPlane::start_with(dir, lifetime, &Options::default())
+    }
+
+    /// [`ControlPlane::start`], and a node when `options` ask for one. The API server then
+    /// listens on the node bridge's gateway address (reachable from the host and from pods)
+    /// instead of loopback, and authorises the kubelet as a node.
+    pub fn start_with(dir: &Path, lifetime: Lifetime, options: &Options) -> Result<Self> {
+        let with_node = options.node_images.is_some();
+        if with_node {
+            node::preflight()?;
+        }
         fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let dir = dir.canonicalize().map_err(|e| e.to_string())?;
         let bins =
             [testbin("etcd")?, testbin("kube-apiserver")?, testbin("kube-controller-manager")?, testbin("kubectl")?];
-        let pki = pki::write(&dir.join("pki")).map_err(|e| format!("certificates: {e}"))?;
+        let extra_ips = if with_node { vec![node::GATEWAY.to_string()] } else { Vec::new() };
+        let pki = pki::write(&dir.join("pki"), &extra_ips).map_err(|e| format!("certificates: {e}"))?;
         let [etcd_port, etcd_peer_port, api_port] = free_ports();
-        let server = format!("https://127.0.0.1:{api_port}");
+        let api_host = if with_node { node::GATEWAY } else { "127.0.0.1" };
+        let server = format!("https://{api_host}:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         fs::write(&kubeconfig, pki::kubeconfig(&pki, &server)).map_err(|e| e.to_string())?;
 
-        let mut cp =
-            ControlPlane { dir: dir.clone(), kubeconfig, processes: Vec::new(), owns_dir: true, apiserver: None };
+        let mut cp = ControlPlane {
+            dir: dir.clone(),
+            kubeconfig,
+            processes: Vec::new(),
+            owns_dir: true,
+            apiserver: None,
+            node: None,
+        };
+        if with_node {
+            // From here on, a failure tears the bridge down again (Drop).
+            node::create_network()?;
+            cp.node = Some(node::Layout::new(&dir));
+        }
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         let mut etcd = Command::new(&bins[0]);
@@ -118,10 +155,10 @@ impl ControlPlane {
         cp.spawn("etcd", etcd, lifetime)?;
 
         let p = |name: &str| path_str(&pki.dir.join(name));
-        let apiserver_args: Vec<String> = [
+        let mut apiserver_args: Vec<String> = [
             format!("--etcd-servers={etcd_url}").as_str(),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            &format!("--bind-address={api_host}"),
+            &format!("--advertise-address={api_host}"),
             &format!("--secure-port={api_port}"),
             &format!("--cert-dir={}", path_str(&dir.join("apiserver-certs"))),
             &format!("--tls-cert-file={}", p("apiserver.crt")),
@@ -138,6 +175,16 @@ impl ControlPlane {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        if with_node {
+            apiserver_args.retain(|a| !a.starts_with("--authorization-mode="));
+            apiserver_args.extend([
+                "--authorization-mode=Node,RBAC".to_string(),
+                "--enable-admission-plugins=NodeRestriction".to_string(),
+                format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+                format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+                "--kubelet-preferred-address-types=InternalIP".to_string(),
+            ]);
+        }
         cp.apiserver = Some((bins[1].clone(), apiserver_args, lifetime));
         cp.start_apiserver()?;
 
@@ -155,7 +202,92 @@ impl ControlPlane {
             "--use-service-account-credentials=false",
         ]);
         cp.spawn("kube-controller-manager", kcm, lifetime)?;
+        if let Some(images) = &options.node_images {
+            cp.start_node(&pki, &server, images, lifetime)?;
+        }
         Ok(cp)
+    }
+
+    /// containerd and the kubelet in a private mount namespace, then kube-scheduler and
+    /// kube-proxy; waits until the node is Ready.
+    fn start_node(&mut self, pki: &pki::Pki, server: &str, images: &[PathBuf], lifetime: Lifetime) -> Result<()> {
+        let layout = node::Layout::new(&self.dir);
+        let [kubelet_port] = free_ports_on(node::GATEWAY);
+        let ca = pki.dir.join("ca.crt");
+        node::write_config(&layout, kubelet_port, &ca)?;
+        let node_kubeconfig = layout.dir.join("kubelet.kubeconfig");
+        fs::write(&node_kubeconfig, pki::kubeconfig_for(pki, server, "kubelet").map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+
+        self.spawn("node-holder", node::holder_command(), lifetime)?;
+        let holder = self.processes.last().map(|p| p.child.id()).unwrap_or_default();
+        let own_ns = fs::read_link("/proc/self/ns/mnt").map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_link(format!("/proc/{holder}/ns/mnt")).is_ok_and(|ns| ns == own_ns) {
+            if Instant::now() > deadline {
+                return Err("the node's mount namespace holder did not start".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        node::create_cgroup_root()?;
+        let containerd = PathBuf::from("containerd");
+        self.spawn("containerd", node::in_namespace(holder, &containerd, &node::containerd_args(&layout)), lifetime)?;
+        node::wait_containerd(&layout, Duration::from_secs(30))
+            .map_err(|e| format!("{e}\n{}", self.log_tail("containerd")))?;
+        for image in images {
+            node::import_image(&layout.containerd_socket(), image)?;
+        }
+        let kubelet_args = node::kubelet_args(&layout, &node_kubeconfig);
+        self.spawn("kubelet", node::in_namespace(holder, &testbin("kubelet")?, &kubelet_args), lifetime)?;
+
+        let kubeconfig = path_str(&self.kubeconfig);
+        let mut scheduler = Command::new(testbin("kube-scheduler")?);
+        scheduler.args([
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+        ]);
+        self.spawn("kube-scheduler", scheduler, lifetime)?;
+        let [proxy_metrics_port] = free_ports();
+        let proxy_config = node::write_proxy_config(&layout, &self.kubeconfig, proxy_metrics_port)?;
+        let mut proxy = Command::new(testbin("kube-proxy")?);
+        proxy.arg(format!("--config={}", proxy_config.display()));
+        self.spawn("kube-proxy", proxy, lifetime)?;
+
+        let kubectl = testbin("kubectl")?;
+        let kc = self.kubeconfig.clone();
+        let mut run = |args: &[&str]| -> Result<String> {
+            let out = Command::new(&kubectl).env("KUBECONFIG", &kc).args(args).output().map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        };
+        let processes = &mut self.processes;
+        let mut exited_name = None;
+        let mut exited = || {
+            let (name, status) = processes.iter_mut().find_map(|p| Some((p.name, p.child.try_wait().ok()??)))?;
+            exited_name = Some(name);
+            Some(format!("{name} exited with {status}"))
+        };
+        let ready = node::wait_node_ready(&mut run, &mut exited);
+        let tail = self.log_tail(exited_name.unwrap_or("kubelet"));
+        ready.map_err(|e| format!("{e}\n{tail}"))
+    }
+
+    /// True when a node runs beside this control plane.
+    pub fn has_node(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// Imports an OCI image tarball into the node's container runtime.
+    pub fn load_image(&self, tarball: &Path) -> Result<()> {
+        let layout = self.node.as_ref().ok_or("no node runs beside this control plane")?;
+        node::import_image(&layout.containerd_socket(), tarball)
     }
 
     /// A handle on the cluster in `$KUBECONFIG`; nothing is started or stopped.
@@ -169,6 +301,7 @@ impl ControlPlane {
             processes: Vec::new(),
             owns_dir: false,
             apiserver: None,
+            node: None,
         })
     }
 
@@ -274,8 +407,23 @@ impl ControlPlane {
         format!("--- last lines of {name}.log ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
-    /// Stops every process (kube-controller-manager first, etcd last) and deletes the data.
+    /// Stops every process (the node first, then kube-controller-manager, etcd last) and
+    /// deletes the data.
     pub fn stop(&mut self) {
+        if let Some(layout) = self.node.take() {
+            let pids: Vec<(&str, Option<i32>)> = NODE_PROCESSES
+                .iter()
+                .map(|name| (*name, self.processes.iter().find(|p| p.name == *name).map(|p| p.child.id() as i32)))
+                .collect();
+            for e in node::teardown(&layout, &pids, testbin("kube-proxy").ok().as_deref()) {
+                eprintln!("testenv: node teardown: {e}");
+            }
+            for p in self.processes.iter_mut().filter(|p| NODE_PROCESSES.contains(&p.name)) {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+            self.processes.retain(|p| !NODE_PROCESSES.contains(&p.name));
+        }
         while let Some(mut p) = self.processes.pop() {
             terminate(&mut p.child);
         }
@@ -288,6 +436,7 @@ impl ControlPlane {
     /// Leaves the processes running (detached mode) and forgets them.
     pub fn detach(mut self) -> PathBuf {
         self.processes.clear();
+        self.node = None;
         self.owns_dir = false;
         self.kubeconfig.clone()
     }
@@ -299,23 +448,22 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The node's processes, in the order they are stopped.
+const NODE_PROCESSES: [&str; 5] = ["kube-proxy", "kube-scheduler", "kubelet", "containerd", "node-holder"];
+
 /// Stops a control plane started with [`Lifetime::Detached`] from its pid files and removes `dir`.
 pub fn stop_detached(dir: &Path) -> Result<()> {
-    for name in ["kube-controller-manager", "kube-apiserver", "etcd"] {
-        let Ok(pid) = fs::read_to_string(dir.join(format!("{name}.pid"))) else {
-            continue;
-        };
-        let Ok(pid) = pid.trim().parse::<i32>() else {
-            continue;
-        };
-        // SAFETY: plain syscalls on a pid we started; a stale pid simply fails with ESRCH.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while process_alive(pid) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(100));
+    let pid_of = |name: &str| fs::read_to_string(dir.join(format!("{name}.pid"))).ok()?.trim().parse::<i32>().ok();
+    let layout = node::Layout::new(dir);
+    if layout.dir.exists() {
+        let pids: Vec<(&str, Option<i32>)> = NODE_PROCESSES.iter().map(|n| (*n, pid_of(n))).collect();
+        for e in node::teardown(&layout, &pids, testbin("kube-proxy").ok().as_deref()) {
+            eprintln!("testenv: node teardown: {e}");
         }
-        if process_alive(pid) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for name in ["kube-controller-manager", "kube-apiserver", "etcd"] {
+        if let Some(pid) = pid_of(name) {
+            stop_pid(pid, Duration::from_secs(15));
         }
     }
     match fs::remove_dir_all(dir) {
@@ -324,13 +472,57 @@ pub fn stop_detached(dir: &Path) -> Result<()> {
     }
 }
 
+/// SIGTERM, then SIGKILL after `grace`, to a process that may not be our child.
+pub(crate) fn stop_pid(pid: i32, grace: Duration) {
+    // SAFETY: plain syscalls on a pid we started; a stale pid simply fails with ESRCH.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while process_alive(pid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    if process_alive(pid) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 fn process_alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); only our own children could be zombies here, and
-    // detached processes are reparented to init, which reaps them.
-    unsafe { libc::kill(pid, 0) == 0 }
+    // A zombie (our own child, not reaped yet) still answers kill(0) but has ended.
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')));
+    !zombie && unsafe { libc::kill(pid, 0) == 0 }
 }
 
 static SHARED: OnceLock<std::result::Result<SharedControlPlane, String>> = OnceLock::new();
+static SHARED_OPTIONS: OnceLock<Options> = OnceLock::new();
+
+/// Where `make image` leaves the OCI image tarballs (`$GDTO_IMAGE_DIR` overrides).
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("GDTO_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image"))
+}
+
+/// The image tarballs a node loads: every `*.oci.tar` of [`image_dir`], the sandbox image's
+/// `pause.oci.tar` required.
+pub fn node_images() -> Result<Vec<PathBuf>> {
+    let dir = image_dir();
+    let mut images: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}: run `make image`", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".oci.tar"))
+        .collect();
+    images.sort();
+    if !images.iter().any(|p| p.ends_with("pause.oci.tar")) {
+        return Err(format!("{}/pause.oci.tar is missing: run `make image`", dir.display()));
+    }
+    Ok(images)
+}
+
+/// [`shared`], started with `options` (a node, for instance) if this is the first use.
+pub fn shared_with(options: Options) -> &'static SharedControlPlane {
+    let _ = SHARED_OPTIONS.set(options);
+    shared()
+}
 
 /// What the tests see of the shared control plane.
 #[derive(Clone, Debug)]
@@ -366,7 +558,8 @@ pub fn shared() -> &'static SharedControlPlane {
             .spawn(move || {
                 let dir = std::env::temp_dir().join(format!("gdto-testenv-{}", std::process::id()));
                 let _ = fs::remove_dir_all(&dir);
-                match ControlPlane::start(&dir, Lifetime::Attached) {
+                let options = SHARED_OPTIONS.get().cloned().unwrap_or_default();
+                match ControlPlane::start_with(&dir, Lifetime::Attached, &options) {
                     Ok(cp) => {
                         let shared = SharedControlPlane { kubeconfig: cp.kubeconfig.clone(), dir: cp.dir.clone() };
                         *ATEXIT_PLANE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cp);
@@ -459,9 +652,12 @@ fn terminate(child: &mut Child) {
 }
 
 fn free_ports<const N: usize>() -> [u16; N] {
+    free_ports_on("127.0.0.1")
+}
+
+fn free_ports_on<const N: usize>(ip: &str) -> [u16; N] {
     // Hold every listener until all ports are chosen so that they differ.
-    let listeners: Vec<TcpListener> =
-        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")).collect();
+    let listeners: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind((ip, 0)).expect("bind a free port")).collect();
     std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
