@@ -7,6 +7,7 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src src
 COPY crds crds
 COPY testenv testenv
+COPY bench bench
 RUN cargo build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

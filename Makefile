@@ -42,9 +42,10 @@ lint:
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	./hack/hadolint.sh
 
-## release: the release binary, built as the Dockerfile builds it
+## release: the release binary, built from the Dockerfile's COPY paths alone, offline and --locked
 release:
-	$(CARGO) build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
+	$(CARGO) fetch --locked
+	./hack/docker-context-check.sh --out target/release/groupdocs-token-operator
 
 ## image: OCI image tarballs in target/image/ (operator, pause, consumer), built with umoci
 image: host-deps release

@@ -514,8 +514,12 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     let upgrade_refs: Vec<&str> = upgrade.iter().map(String::as_str).collect();
     run_helm(&upgrade_refs);
     kubectl_ok(&["rollout", "status", "deployment", RELEASE, "-n", SYSTEM_NS, "--timeout=180s"]).unwrap();
-    let after_pods: BTreeSet<String> = operator_pods().into_iter().map(|(p, _)| p).collect();
-    assert!(before_pods.is_disjoint(&after_pods), "helm upgrade did not roll the pods: {before_pods:?} {after_pods:?}");
+    // The last old pod may still be terminating when the rollout reports success.
+    let after_pods = wait_for("the old operator pods gone", Duration::from_secs(60), || async {
+        let pods: BTreeSet<String> = operator_pods().into_iter().map(|(p, _)| p).collect();
+        (pods.len() == 2 && before_pods.is_disjoint(&pods)).then_some(pods)
+    })
+    .await;
     wait_for("a leader after the upgrade", Duration::from_secs(30), || async {
         lease_holder(&client).await.filter(|h| after_pods.contains(h))
     })
