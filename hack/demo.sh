@@ -47,7 +47,7 @@ fi
 
 if [ "$node" = 1 ]; then
   echo "==> building the operator's image (make image)"
-  make -s image >/dev/null
+  make -s image >"$state/image.log" 2>&1 || { tail -n 30 "$state/image.log" >&2; exit 1; }
   echo "==> starting a local control plane and a node (containerd, kubelet, kube-scheduler, kube-proxy)"
   eval "$("$testenv" up "$state/cluster" --node)"
   host=10.217.0.1 # the node bridge's gateway (testenv::node::GATEWAY): pods reach the host there
