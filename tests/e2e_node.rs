@@ -372,8 +372,12 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         (watch.tokens().len() >= first + RENEWALS).then_some(())
     })
     .await;
-    // Let the last renewal reach the pod before reading its log.
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    // The last renewal reaches the pod before its log is read.
+    let last = fingerprint(&watch.current().unwrap());
+    wait_for("the consumer using the newest token", Duration::from_secs(90), || async {
+        pod_log("consumer").contains(&format!(" ok {last}")).then_some(())
+    })
+    .await;
 
     let tokens = watch.tokens();
     let consumer = pod_log("consumer");
@@ -441,15 +445,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     // Phase 3: leader failover. A day-long token first, so no renewal is due meanwhile.
     dev.set_expires_in(86400);
     let before_force = dev.stats().token_requests;
-    kubectl(&[
-        "annotate",
-        "gdc",
-        "viewer",
-        "-n",
-        APP_NS,
-        "groupdocs.cloud/refresh-requested-at=long-token",
-        "--overwrite",
-    ]);
+    force_refresh("long-token");
     wait_for("the day-long token", Duration::from_secs(30), || async {
         (dev.stats().token_requests == before_force + 1
             && watch.current().as_deref() == dev.issued_tokens().last().map(String::as_str))
@@ -471,17 +467,25 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         took.as_secs_f64()
     );
     assert!(took <= LEASE_DURATION, "handover took {took:?}");
+    // A quiet window: the new leader has synced and reconciled (it is Ready) and must not
+    // have asked for the token it finds in the Secret.
+    wait_for("the new leader Ready", Duration::from_secs(60), || async {
+        let ready = kubectl_ok(&[
+            "get",
+            "pod",
+            &new_leader,
+            "-n",
+            SYSTEM_NS,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .ok()?;
+        (ready.trim() == "True").then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(dev.stats().token_requests, requests, "the new leader requested a token it already had");
-    kubectl(&[
-        "annotate",
-        "gdc",
-        "viewer",
-        "-n",
-        APP_NS,
-        "groupdocs.cloud/refresh-requested-at=after-failover",
-        "--overwrite",
-    ]);
+    force_refresh("after-failover");
     wait_for("a renewal by the new leader", Duration::from_secs(30), || async {
         (dev.stats().token_requests == requests + 1).then_some(())
     })
@@ -490,7 +494,6 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
 
     // Phase 4: helm upgrade rolls both pods with a changed value: no token request, Ready
     // never False.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let requests = dev.stats().token_requests;
     let mut upgrade: Vec<String> =
         ["upgrade", RELEASE, CHART, "--namespace", SYSTEM_NS].iter().map(|s| s.to_string()).collect();
@@ -535,6 +538,12 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     kubectl(&["get", "gdc", "viewer", "-n", APP_NS]);
     kubectl(&["get", "secret", "viewer-token", "-n", APP_NS]);
     assert_eq!(dev.stats().api_calls_unauthorized, 0);
+}
+
+/// Asks the operator to renew now (once per new annotation value).
+fn force_refresh(value: &str) {
+    let annotation = format!("groupdocs.cloud/refresh-requested-at={value}");
+    kubectl(&["annotate", "gdc", "viewer", "-n", APP_NS, &annotation, "--overwrite"]);
 }
 
 /// Asks the node's containerd for the operator containers' OCI specs.
