@@ -215,6 +215,18 @@ fn pod_log(pod: &str) -> String {
     kubectl_ok(&["logs", "-n", APP_NS, pod]).unwrap_or_default()
 }
 
+/// Where the test's figures go besides stdout (captured by the test harness), so that
+/// `.ci/run` can print them: `target/tmp/e2e_node_report.txt`.
+const REPORT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/e2e_node_report.txt");
+
+fn report(line: &str) {
+    use std::io::Write as _;
+    println!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(REPORT) {
+        let _ = writeln!(f, "e2e_node: {line}");
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -228,6 +240,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         return;
     }
     groupdocs_token_operator::install_crypto_provider();
+    let _ = std::fs::remove_file(REPORT);
     let client = support::client().await;
     let host = host_ip();
 
@@ -291,7 +304,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         "operator pods not ready: {rollout:?}\n{}",
         kubectl_ok(&["describe", "pods", "-n", SYSTEM_NS]).unwrap_or_default()
     );
-    println!("operator: 2 pods Ready {:.1}s after helm install", started.elapsed().as_secs_f64());
+    report(&format!("operator: 2 pods Ready {:.1}s after helm install", started.elapsed().as_secs_f64()));
     let pods = operator_pods();
     assert_eq!(pods.len(), 2, "{pods:?}");
     let images = kubectl(&["get", "pods", "-n", SYSTEM_NS, "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
@@ -355,7 +368,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         (ready_status(&client).await.as_deref() == Some("True")).then_some(())
     })
     .await;
-    println!("credential Ready {:.1}s after helm install", started.elapsed().as_secs_f64());
+    report(&format!("credential Ready {:.1}s after helm install", started.elapsed().as_secs_f64()));
     apply_json(&serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "consumer", "namespace": APP_NS},
@@ -403,14 +416,14 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         delays.push((first_use - written_unix).max(0.0));
     }
     delays.sort_by(f64::total_cmp);
-    println!(
+    report(&format!(
         "propagation (Secret written -> file changed in the pod, {} renewals, kubelet syncFrequency {}): p50 {:.1}s, max {:.1}s; {} calls, 0 failed",
         delays.len(),
         testenv::node::SYNC_FREQUENCY,
         percentile(&delays, 0.5),
         percentile(&delays, 1.0),
         lines.len()
-    );
+    ));
 
     // The startup reader was restarted onto the current token.
     let current = fingerprint(&watch.current().unwrap());
@@ -462,10 +475,10 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     })
     .await;
     let took = handover.elapsed();
-    println!(
+    report(&format!(
         "leader failover: {leader} -> {new_leader} in {:.1}s (lease duration {LEASE_DURATION:?})",
         took.as_secs_f64()
-    );
+    ));
     assert!(took <= LEASE_DURATION, "handover took {took:?}");
     // A quiet window: the new leader has synced and reconciled (it is Ready) and must not
     // have asked for the token it finds in the Secret.
@@ -528,7 +541,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     })
     .await;
     let samples = sampler.await.unwrap();
-    println!("helm upgrade: Ready samples every 250 ms over 60 s: {samples:?}");
+    report(&format!("helm upgrade: Ready samples every 250 ms over 60 s: {samples:?}"));
     assert_eq!(samples.keys().collect::<Vec<_>>(), vec!["True"], "Ready was not always True: {samples:?}");
     assert_eq!(dev.stats().token_requests, requests, "the upgraded operator requested a token");
 
