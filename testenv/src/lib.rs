@@ -219,13 +219,15 @@ impl ControlPlane {
         fs::write(&node_kubeconfig, pki::kubeconfig_for(pki, server, "kubelet").map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
 
-        self.spawn("node-holder", node::holder_command(), lifetime)?;
+        self.spawn("node-holder", node::holder_command(&layout)?, lifetime)?;
         let holder = self.processes.last().map(|p| p.child.id()).unwrap_or_default();
-        let own_ns = fs::read_link("/proc/self/ns/mnt").map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while fs::read_link(format!("/proc/{holder}/ns/mnt")).is_ok_and(|ns| ns == own_ns) {
+        while !node::holder_ready(holder) {
             if Instant::now() > deadline {
-                return Err("the node's mount namespace holder did not start".into());
+                return Err(format!(
+                    "the node's mount namespace holder did not start\n{}",
+                    self.log_tail("node-holder")
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }

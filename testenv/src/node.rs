@@ -288,11 +288,30 @@ healthzBindAddress: ""
     Ok(path)
 }
 
-/// Command line of the process that holds the node's private mount namespace.
-pub fn holder_command() -> Command {
+/// Host folders where containerd 1.6 and its CNI library keep state they cannot be told to
+/// keep elsewhere (network namespace files, shim sockets, the CNI result cache). Inside the
+/// node's mount namespace each gets a private tmpfs, so nothing of it reaches the host.
+const PRIVATE_HOST_DIRS: [&str; 3] = ["/run/netns", "/run/containerd", "/var/lib/cni"];
+
+/// Command line of the process that holds the node's private mount namespace: it mounts the
+/// private folders, then sleeps. `layout` records which of those folders it had to create on
+/// the host, so that teardown removes them again.
+pub fn holder_command(layout: &Layout) -> Result<Command> {
+    let created: Vec<&str> = PRIVATE_HOST_DIRS.iter().copied().filter(|d| !Path::new(d).exists()).collect();
+    fs::create_dir_all(&layout.dir).map_err(|e| e.to_string())?;
+    fs::write(layout.dir.join("created-host-dirs"), created.join("\n")).map_err(|e| e.to_string())?;
+    let script = format!(
+        "set -e; for d in {}; do mkdir -p $d; mount -t tmpfs -o mode=0755 gdto-node $d; done; exec sleep infinity",
+        PRIVATE_HOST_DIRS.join(" ")
+    );
     let mut cmd = Command::new(find_program("unshare").unwrap_or_else(|| "unshare".into()));
-    cmd.args(["--mount", "--propagation", "private", "--", "sleep", "infinity"]);
-    cmd
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script]);
+    Ok(cmd)
+}
+
+/// True once the holder has mounted its folders and sleeps.
+pub fn holder_ready(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
 }
 
 /// `program args...` run inside the holder's mount namespace.
@@ -417,6 +436,10 @@ pub fn teardown(layout: &Layout, pids: &[(&str, Option<i32>)], proxy_bin: Option
         if let Err(e) = remove_kube_rules(save, restore) {
             errors.push(e);
         }
+    }
+    let created = fs::read_to_string(layout.dir.join("created-host-dirs")).unwrap_or_default();
+    for dir in created.lines().filter(|d| PRIVATE_HOST_DIRS.contains(d)) {
+        let _ = fs::remove_dir(dir); // only if still empty
     }
     let _ = run("ip", &["route", "del", "unreachable", SERVICE_SUBNET]);
     if Path::new("/sys/class/net").join(BRIDGE).exists()
@@ -555,5 +578,18 @@ pub fn leftovers(dir: &Path) -> Vec<String> {
         out.push(format!("route {SERVICE_SUBNET}"));
     }
     out.extend(mounts_under(dir).into_iter().map(|m| format!("mount {m}")));
+    // State that would have reached the host without the namespace's private folders.
+    let named = |dir: &str, prefix: &str| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path().to_string_lossy().into_owned())
+                    .filter(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(prefix)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    out.extend(named("/run/netns", "cni-").into_iter().map(|f| format!("file {f}")));
+    out.extend(named("/var/lib/cni/results", "gdto-").into_iter().map(|f| format!("file {f}")));
     out
 }
