@@ -41,8 +41,14 @@ pub fn decide(
     if get(FINGERPRINT_ANNOTATION).is_some_and(|fp| fp == fingerprint) {
         return Decision::Done;
     }
-    match get(RESTARTED_AT_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok()) {
-        Some(last) if now.duration_since(last) < min_interval => Decision::WaitUntil(last + min_interval),
+    // The annotation is the workload owner's to write: a restart time in the future counts as
+    // now (so the wait is at most one interval), and the sum saturates instead of overflowing
+    // near the end of the timestamp range.
+    let last = get(RESTARTED_AT_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok()).map(|last| last.min(now));
+    match last {
+        Some(last) if now.duration_since(last) < min_interval => {
+            Decision::WaitUntil(last.checked_add(min_interval).unwrap_or(Timestamp::MAX))
+        }
         _ => Decision::Restart,
     }
 }
@@ -126,5 +132,25 @@ mod tests {
         assert_eq!(decide(Some(&a), "fp2", t("2026-11-28T10:06:00Z"), min), Decision::Restart);
         a.insert(RESTARTED_AT_ANNOTATION.to_string(), "garbage".to_string());
         assert_eq!(decide(Some(&a), "fp2", now, min), Decision::Restart);
+    }
+
+    #[test]
+    fn a_restart_time_in_the_future_waits_one_interval_and_never_overflows() {
+        let min = SignedDuration::from_mins(10);
+        let now = t("2026-11-28T10:00:00Z");
+        let mut a = BTreeMap::new();
+        for hostile in [Timestamp::MAX.to_string(), "2027-01-01T00:00:00Z".into(), "2026-11-28T10:00:01Z".into()] {
+            a.insert(RESTARTED_AT_ANNOTATION.to_string(), hostile.clone());
+            assert_eq!(decide(Some(&a), "fp", now, min), Decision::WaitUntil(t("2026-11-28T10:10:00Z")), "{hostile}");
+        }
+        // Outside jiff's range (it ends a day early, for offsets), or the far past: restart.
+        for other in ["9999-12-31T23:59:59Z", "-009999-01-02T00:00:00Z"] {
+            a.insert(RESTARTED_AT_ANNOTATION.to_string(), other.to_string());
+            assert_eq!(decide(Some(&a), "fp", now, min), Decision::Restart, "{other}");
+        }
+        // Near the end of the range, with the largest interval, the sum saturates.
+        let late = Timestamp::MAX;
+        a.insert(RESTARTED_AT_ANNOTATION.to_string(), late.to_string());
+        assert_eq!(decide(Some(&a), "fp", late, SignedDuration::MAX), Decision::WaitUntil(Timestamp::MAX));
     }
 }
