@@ -153,7 +153,11 @@ mod tests {
     #[test]
     fn failed_renewal_keeps_ready_true_while_the_token_is_valid() {
         let before = conditions(&[], &facts(Outcome::Renewed, Some(3600)));
-        let err = Error::RateLimited { detail: "429".into(), until: now() + SignedDuration::from_secs(600) };
+        let err = Error::RateLimited {
+            detail: "429".into(),
+            until: now() + SignedDuration::from_secs(600),
+            by: crate::error::Limit::Endpoint,
+        };
         let cs = conditions(&before, &facts(Outcome::Failed(&err), Some(3000)));
         let ready = get(&cs, READY);
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "TokenRenewed"));

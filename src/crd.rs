@@ -165,6 +165,14 @@ pub struct GroupDocsCredentialStatus {
     /// Failed token requests since the last success.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_attempts: i64,
+    /// After a failed token request: no request for this credential before this time, unless
+    /// its spec or client Secret changes (kept across restarts and leader changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<Time>,
+    /// The resourceVersion of the client Secret the last failed request used: a change to
+    /// the Secret lifts `nextRetryTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_client_secret_version: Option<String>,
     /// The endpoint answered 429: no token request for this client before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_until: Option<Time>,

@@ -23,7 +23,7 @@ pub enum Error {
     InvalidClient { detail: String, retry_at: Timestamp },
 
     #[error("rate limited: {detail}; next token request not before {until}")]
-    RateLimited { detail: String, until: Timestamp },
+    RateLimited { detail: String, until: Timestamp, by: Limit },
 
     #[error("token endpoint unavailable: {detail}")]
     TokenEndpointUnavailable { detail: String, retry_at: Timestamp },
@@ -44,7 +44,43 @@ pub enum Error {
 
     #[error("Kubernetes API error: {0}")]
     KubeApi(String),
+
+    /// A reconcile panicked: a bug, reported on the one credential it hit.
+    #[error("internal error (a bug; please report it): {0}")]
+    Internal(String),
+
+    /// A failure recorded in status by an earlier process (before a restart or failover), held
+    /// until its retry time so the new process sends nothing the old one would not have.
+    #[error("{message}")]
+    Held { reason: &'static str, message: String, retry_at: Timestamp },
 }
+
+/// Who imposed a [`Error::RateLimited`] pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The token endpoint answered 429: recorded as `status.rateLimitedUntil`.
+    Endpoint,
+    /// The operator's own failed-request budget for the endpoint, spent by failures.
+    Budget,
+    /// The budget is held by requests in flight: nothing failed, look again shortly.
+    InFlight,
+}
+
+/// Every condition reason an [`Error`] can have, for reading one back from status.
+pub const REASONS: &[&str] = &[
+    "SecretNotFound",
+    "SecretNotLabelled",
+    "SecretKeyMissing",
+    "InvalidClient",
+    "RateLimited",
+    "TokenEndpointUnavailable",
+    "InvalidTokenResponse",
+    "TokenUrlNotAllowed",
+    "TargetConflict",
+    "InvalidSpec",
+    "KubernetesApiError",
+    "InternalError",
+];
 
 impl Error {
     /// The condition reason (PascalCase), also used as metric label and event reason.
@@ -61,11 +97,16 @@ impl Error {
             Error::TargetConflict { .. } => "TargetConflict",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::KubeApi(_) => "KubernetesApiError",
+            Error::Internal(_) => "InternalError",
+            Error::Held { reason, .. } => reason,
         }
     }
 
     /// True when only a person can fix it (the `Stalled` condition); false when retrying may.
     pub fn is_stalled(&self) -> bool {
+        if let Error::Held { reason, .. } = self {
+            return STALLED_REASONS.contains(reason);
+        }
         matches!(
             self,
             Error::SecretNotFound { .. }
@@ -75,6 +116,7 @@ impl Error {
                 | Error::TokenUrlNotAllowed { .. }
                 | Error::TargetConflict { .. }
                 | Error::InvalidSpec(_)
+                | Error::Internal(_)
         )
     }
 
@@ -83,7 +125,8 @@ impl Error {
         match self {
             Error::InvalidClient { retry_at, .. }
             | Error::TokenEndpointUnavailable { retry_at, .. }
-            | Error::InvalidTokenResponse { retry_at, .. } => Some(*retry_at),
+            | Error::InvalidTokenResponse { retry_at, .. }
+            | Error::Held { retry_at, .. } => Some(*retry_at),
             Error::RateLimited { until, .. } => Some(*until),
             _ => None,
         }
@@ -91,6 +134,9 @@ impl Error {
 
     /// True for failures of a token request (as opposed to configuration or Kubernetes).
     pub fn is_token_failure(&self) -> bool {
+        if let Error::Held { reason, .. } = self {
+            return TOKEN_FAILURE_REASONS.contains(reason);
+        }
         matches!(
             self,
             Error::InvalidClient { .. }
@@ -99,6 +145,25 @@ impl Error {
                 | Error::InvalidTokenResponse { .. }
         )
     }
+}
+
+const STALLED_REASONS: &[&str] = &[
+    "SecretNotFound",
+    "SecretNotLabelled",
+    "SecretKeyMissing",
+    "InvalidClient",
+    "TokenUrlNotAllowed",
+    "TargetConflict",
+    "InvalidSpec",
+    "InternalError",
+];
+
+const TOKEN_FAILURE_REASONS: &[&str] =
+    &["InvalidClient", "RateLimited", "TokenEndpointUnavailable", "InvalidTokenResponse"];
+
+/// The static reason string equal to `reason`, if it is one of ours.
+pub fn known_reason(reason: &str) -> Option<&'static str> {
+    REASONS.iter().copied().find(|r| *r == reason)
 }
 
 impl From<kube::Error> for Error {
@@ -119,13 +184,14 @@ mod tests {
             Error::SecretNotLabelled { namespace: "n".into(), name: "s".into() },
             Error::SecretKeyMissing { name: "s".into(), key: "k".into() },
             Error::InvalidClient { detail: "d".into(), retry_at: t },
-            Error::RateLimited { detail: "d".into(), until: t },
+            Error::RateLimited { detail: "d".into(), until: t, by: Limit::Endpoint },
             Error::TokenEndpointUnavailable { detail: "d".into(), retry_at: t },
             Error::InvalidTokenResponse { detail: "d".into(), retry_at: t },
             Error::TokenUrlNotAllowed { url: "u".into(), detail: "d".into() },
             Error::TargetConflict { name: "t".into() },
             Error::InvalidSpec("x".into()),
             Error::KubeApi("x".into()),
+            Error::Internal("x".into()),
         ];
         for e in &all {
             let r = e.reason();
@@ -141,9 +207,18 @@ mod tests {
                 "InvalidClient",
                 "TokenUrlNotAllowed",
                 "TargetConflict",
-                "InvalidSpec"
+                "InvalidSpec",
+                "InternalError"
             ]
         );
+        let reasons: Vec<_> = all.iter().map(Error::reason).collect();
+        assert_eq!(reasons, REASONS, "REASONS lists every variant's reason");
+        for e in &all {
+            let held = Error::Held { reason: e.reason(), message: e.to_string(), retry_at: t };
+            assert_eq!(held.is_stalled(), e.is_stalled(), "{}", e.reason());
+            assert_eq!(held.is_token_failure(), e.is_token_failure(), "{}", e.reason());
+            assert_eq!(held.to_string(), e.to_string());
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub token_expiry: Family<CredentialLabel, Gauge>,
     pub rate_limited_until: Family<CredentialLabel, Gauge>,
     pub credentials: Family<ReadyLabel, Gauge>,
+    status_writes: Counter,
+    panics: Counter,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,18 @@ impl Default for Metrics {
         );
         let credentials = Family::<ReadyLabel, Gauge>::default();
         registry.register("credentials", "GroupDocsCredentials by Ready condition status", credentials.clone());
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status updates written to GroupDocsCredentials (a no-op reconcile writes none)",
+            status_writes.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "reconcile_panics",
+            "Reconciles that panicked (a bug; the credential is reported as InternalError)",
+            panics.clone(),
+        );
         registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         Metrics {
             registry,
@@ -81,6 +95,8 @@ impl Default for Metrics {
             token_expiry,
             rate_limited_until,
             credentials,
+            status_writes,
+            panics,
         }
     }
 }
@@ -89,6 +105,14 @@ impl Metrics {
     pub fn reconciled(&self, result: &str, took: Duration) {
         self.reconciles.get_or_create(&ResultLabel { result: result.to_string() }).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    pub fn panicked(&self) {
+        self.panics.inc();
     }
 
     pub fn token_requested(&self, result: &str, took: Duration) {

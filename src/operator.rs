@@ -24,6 +24,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     crate::telemetry::init(&args.log);
     crate::install_crypto_provider();
     let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback, args.allow_private_networks)?;
+    // Bound before the Kubernetes client is built: a port that is taken ends start-up at once.
+    let probe_listener = http::bind("--probe-addr", args.probe_addr).await?;
+    let metrics_listener = http::bind("--metrics-addr", args.metrics_addr).await?;
     let client = kube_client(args.kube_api_qps).await?;
     let metrics = Arc::new(Metrics::default());
     let broker_config = BrokerConfig {
@@ -43,6 +46,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             SecretAccessArg::Watch => SecretAccess::Watch,
             SecretAccessArg::Get => SecretAccess::Get { recheck: args.recheck_interval },
         },
+        max_hold: args.invalid_client_retry.max(retry_after::MAX_PAUSE).max(args.max_backoff),
     };
     let shared = Arc::new(Shared::new(client, broker, metrics.clone(), settings));
 
@@ -63,8 +67,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let scrape_caches = caches.clone();
     let scrape_metrics = metrics.clone();
     let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock")));
-    tokio::spawn(http::serve(args.probe_addr, http::probes(readiness), signal.clone()));
-    tokio::spawn(http::serve(args.metrics_addr, http::metrics(metrics.clone(), before_scrape), signal.clone()));
+    tokio::spawn(http::serve(probe_listener, http::probes(readiness), signal.clone()));
+    tokio::spawn(http::serve(metrics_listener, http::metrics(metrics.clone(), before_scrape), signal.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
     info!(
         namespaces = ?args.watch_namespaces,
@@ -100,13 +104,19 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (stop, lost) = (stop.clone(), lost.clone());
+        let halt = shared.halt.clone();
         let signal = signal.clone();
         let mut leadership = leadership.take();
         tokio::spawn(async move {
             match leadership.as_mut() {
                 Some(l) => tokio::select! {
                     () = signal => {},
-                    () = l.lost() => lost.store(true, std::sync::atomic::Ordering::SeqCst),
+                    () = l.lost() => {
+                        // Another replica leads now: stop every reconcile in flight at once
+                        // rather than let it finish a write the new leader may also make.
+                        halt.cancel();
+                        lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                 },
                 None => signal.await,
             }

@@ -3,10 +3,12 @@
 //! Level-triggered and idempotent: every reconcile recomputes what the target Secret and the
 //! status should be and writes only what differs, so a no-op reconcile sends no request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -16,11 +18,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tracing::{debug, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
 use crate::conditions::{self, Facts, Outcome};
 use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
-use crate::error::Error;
+use crate::error::{Error, Limit};
 use crate::events::{self, Occurrence, Publisher};
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
@@ -49,6 +52,10 @@ pub struct Settings {
     pub rollout_restarts: Option<SignedDuration>,
     /// How Secrets are read: watched (cached, changes act at once) or fetched per reconcile.
     pub secret_access: SecretAccess,
+    /// The longest a failed request can hold a credential back (the largest of
+    /// `--invalid-client-retry`, the longest 429 pause and `--max-backoff`): a retry time in
+    /// status further out than this was not written by the operator and is ignored.
+    pub max_hold: SignedDuration,
 }
 
 /// How the operator reads Secrets.
@@ -70,21 +77,47 @@ pub struct Shared {
     pub events: Publisher,
     pub settings: Settings,
     pub writes: RecentWrites,
+    /// Cancelled when this replica lost its lease: reconciles in flight stop at once, so the
+    /// new leader is the only writer.
+    pub halt: CancellationToken,
+    /// Consecutive failed reconciles by credential uid, for `error_policy`'s backoff and for
+    /// logging once per change rather than once per retry.
+    retries: Mutex<HashMap<String, Retry>>,
+    /// How many controllers (one per watch scope) are still running, for `/healthz`.
+    pub running: std::sync::atomic::AtomicUsize,
+}
+
+struct Retry {
+    attempts: u32,
+    last_error: String,
 }
 
 impl Shared {
     pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let events = Publisher::new(client.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
-        Shared { client, broker, metrics, events, settings, writes: RecentWrites::default() }
+        Shared {
+            client,
+            broker,
+            metrics,
+            events,
+            settings,
+            writes: RecentWrites::default(),
+            halt: CancellationToken::new(),
+            retries: Mutex::default(),
+            running: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 }
 
 /// One controller's view: the shared parts plus the caches of its watch scope.
 pub struct Context {
     pub shared: Arc<Shared>,
+    pub credentials: Store<GroupDocsCredential>,
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
+    /// Set once the failures recorded in this scope's statuses are back in the budget.
+    restored: OnceLock<()>,
 }
 
 /// What the reconcile established about the token, before status is computed.
@@ -95,6 +128,21 @@ struct Synced {
     result: Result<Outcome<'static>, Refused>,
     /// The force-refresh annotation value this reconcile acted on.
     refresh_request: Option<String>,
+    /// A forced refresh waits for `--min-refresh-interval` after the last token: until then.
+    refresh_throttled_until: Option<Timestamp>,
+    /// The client Secret's resourceVersion the request used, when one was sent.
+    client_secret_version: Option<String>,
+}
+
+impl Synced {
+    fn new(result: Result<Outcome<'static>, Refused>, token: Option<TokenFacts>) -> Self {
+        Synced { token, result, refresh_request: None, refresh_throttled_until: None, client_secret_version: None }
+    }
+
+    /// Nothing was sent: `error` stopped the reconcile first.
+    fn failed(error: Error, token: Option<TokenFacts>) -> Self {
+        Synced::new(Err(Refused { error, sent: false }), token)
+    }
 }
 
 /// Inputs resolved from the spec and the client Secret.
@@ -104,11 +152,66 @@ struct Inputs {
     renew_before: Option<SignedDuration>,
 }
 
+/// Reconciles one credential. A panic (a bug) fails only this credential: it is reported as
+/// `Stalled`/`InternalError` and the process and every other credential carry on.
 pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.synced.secrets() {
-        // The Secret caches are still filling: wait rather than act on a partial view.
+    let halt = ctx.shared.halt.clone();
+    let attempt = AssertUnwindSafe(reconcile_guarded(cr.clone(), ctx.clone())).catch_unwind();
+    let result = tokio::select! {
+        biased;
+        () = halt.cancelled() => return Ok(Action::await_change()),
+        result = attempt => result,
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(panic) => report_panic(&cr, &ctx, panic_message(panic.as_ref())).await,
+    };
+    if result.is_ok() {
+        recovered(&cr, &ctx);
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// Records a panicked reconcile on the credential and looks again in five minutes.
+async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: String) -> Result<Action, Error> {
+    error!(credential = %cr.name_any(), namespace = ?cr.namespace(), panic = %message, "reconcile panicked; reported on the credential");
+    ctx.shared.metrics.panicked();
+    ctx.shared.metrics.reconciled("InternalError", Duration::ZERO);
+    let previous = cr.status.clone().unwrap_or_default();
+    let now = schedule::whole_seconds(Timestamp::now());
+    let error = Error::Internal(message);
+    let facts = Facts {
+        generation: cr.metadata.generation,
+        token_expires_at: previous.expires_at.as_ref().map(|t| t.0),
+        outcome: Outcome::Failed(&error),
+        now,
+        note: None,
+    };
+    let status = GroupDocsCredentialStatus {
+        conditions: conditions::conditions(&previous.conditions, &facts),
+        ..previous.clone()
+    };
+    if status != previous {
+        write_status(cr, ctx, &status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn reconcile_guarded(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.synced.all() {
+        // The caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    ctx.restored.get_or_init(|| restore_budget(&ctx));
     let started = Instant::now();
     if ctx.shared.writes.cache_is_behind(&cr.uid().unwrap_or_default(), cr.status.as_ref(), started) {
         return Ok(Action::requeue(Duration::from_millis(250)));
@@ -116,6 +219,12 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     let now = schedule::whole_seconds(Timestamp::now());
     let previous = cr.status.clone().unwrap_or_default();
     let synced = sync(&cr, &ctx, &previous, now).await;
+    if let Some(until) = synced.result.as_ref().err().and_then(Refused::busy_until) {
+        // Others' requests hold the budget; nothing failed, so status stays as it is.
+        ctx.shared.metrics.reconciled("Busy", started.elapsed());
+        let jitter = Duration::from_millis(rand::random::<u64>() % 2000);
+        return Ok(Action::requeue(requeue_after(until, now) + jitter));
+    }
     let mut status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
     let restarts_pending_until = restart_workloads(&cr, &ctx, &mut status, now).await;
     if status != previous {
@@ -129,10 +238,13 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     ctx.shared.metrics.reconciled(result, started.elapsed());
     debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
     let recheck = match ctx.shared.settings.secret_access {
-        SecretAccess::Get { recheck } => Some(now + recheck),
+        SecretAccess::Get { recheck } => Some(schedule::add(now, recheck)),
         SecretAccess::Watch => None,
     };
-    let wake = [next_wake(&synced, &status, now), restarts_pending_until, recheck].into_iter().flatten().min();
+    let wake = [next_wake(&synced, &status, now), restarts_pending_until, recheck, synced.refresh_throttled_until]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(match wake {
         Some(t) => Action::requeue(requeue_after(t, now)),
         None => Action::await_change(),
@@ -182,9 +294,8 @@ async fn restart_workloads(
                 continue;
             }
             rollout::Outcome::Failed(e) => {
-                wait = Some(
-                    wait.map_or(now + SignedDuration::from_mins(5), |w| w.min(now + SignedDuration::from_mins(5))),
-                );
+                let retry = schedule::add(now, SignedDuration::from_mins(5));
+                wait = Some(wait.map_or(retry, |w| w.min(retry)));
                 (events::Kind::Warning, "RolloutRestartFailed", e)
             }
         };
@@ -203,16 +314,63 @@ fn requeue_after(t: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(now).max(SignedDuration::from_secs(1))).unwrap_or(Duration::from_secs(1))
 }
 
-/// Called when `reconcile` itself fails (only Kubernetes API errors while writing status).
+/// Called when `reconcile` itself fails (Kubernetes API errors while writing status): retries
+/// with exponential backoff and jitter, and logs once per new error rather than per retry
+/// (an API server outage would otherwise log every credential every few seconds).
 pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed");
     ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
-    Action::requeue(Duration::from_secs(5))
+    let text = error.to_string();
+    let attempts = {
+        let mut retries = ctx.shared.retries.lock().expect("retries lock");
+        let retry =
+            retries.entry(cr.uid().unwrap_or_default()).or_insert(Retry { attempts: 0, last_error: String::new() });
+        retry.attempts = retry.attempts.saturating_add(1);
+        if retry.last_error != text {
+            warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed; retrying with backoff");
+            retry.last_error = text;
+        } else {
+            debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, attempts = retry.attempts, "reconcile failed again");
+        }
+        retry.attempts
+    };
+    let wait = schedule::backoff(attempts, ERROR_BACKOFF_BASE, ERROR_BACKOFF_CAP, rand::random());
+    Action::requeue(Duration::try_from(wait).unwrap_or(Duration::from_secs(1)))
+}
+
+const ERROR_BACKOFF_BASE: SignedDuration = SignedDuration::from_secs(2);
+const ERROR_BACKOFF_CAP: SignedDuration = SignedDuration::from_mins(5);
+
+/// A reconcile succeeded: forget its failures, and say so once if there were any.
+fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
+    let mut retries = ctx.shared.retries.lock().expect("retries lock");
+    if retries.is_empty() {
+        return;
+    }
+    if let Some(retry) = retries.remove(&cr.uid().unwrap_or_default()) {
+        info!(credential = %cr.name_any(), namespace = ?cr.namespace(), attempts = retry.attempts, "reconcile succeeded again");
+    }
+}
+
+/// Puts the failures that this scope's statuses record for the last minute back into the
+/// failed-request budget, once, before this process sends its first request: a restarted or
+/// new leader must not spend a budget its predecessor already spent.
+fn restore_budget(ctx: &Context) {
+    let now = Timestamp::now();
+    let mut restored = 0;
+    for cr in ctx.credentials.state() {
+        let Some(status) = cr.status.as_ref() else { continue };
+        if let Some(at) = status.last_failure_time.as_ref().filter(|_| status.failed_attempts > 0) {
+            ctx.shared.broker.restore_failure(&cr.spec.token_url, &namespace(&cr), at.0, now);
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        info!(credentials = restored, "restored recent token request failures from status into the budget");
+    }
 }
 
 async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCredentialStatus, now: Timestamp) -> Synced {
-    let fail =
-        |error: Error| Synced { token: None, result: Err(Refused { error, sent: false }), refresh_request: None };
+    let fail = |error: Error| Synced::failed(error, None);
     let inputs = match resolve_inputs(cr, ctx).await {
         Ok(inputs) => inputs,
         Err(e) => return fail(e),
@@ -226,28 +384,53 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
     }
     let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
     if cr.spec.suspend {
-        return Synced { token: in_place, result: Ok(Outcome::Suspended), refresh_request: None };
+        return Synced::new(Ok(Outcome::Suspended), in_place);
     }
 
-    let refresh_request = cr.refresh_request().filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
+    let min_interval = ctx.shared.settings.min_refresh_interval;
+    let mut refresh_request = cr.refresh_request().filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
+    // A forced refresh right after a token was issued waits out the minimum interval, so
+    // that annotating in a loop cannot turn into a request loop.
+    let refresh_throttled_until = match (&refresh_request, &in_place) {
+        (Some(_), Some(token)) => Some(schedule::add(token.issued_at, min_interval)).filter(|t| *t > now),
+        _ => None,
+    };
+    if refresh_throttled_until.is_some() {
+        refresh_request = None;
+    }
     let due = match &in_place {
         None => true,
-        Some(token) => now >= refresh_time(cr, token, inputs.renew_before, ctx.shared.settings.min_refresh_interval),
+        Some(token) => now >= refresh_time(cr, token, inputs.renew_before, min_interval),
     };
     // A new token from the broker, or (None) the one in place, which the cache knows only by its facts.
     let fresh = if refresh_request.is_some() || due {
+        if let Some(held) = held_by_status(cr, previous, &inputs, refresh_request.is_some(), now, &ctx.shared.settings)
+        {
+            return Synced { refresh_throttled_until, ..Synced::failed(held, in_place) };
+        }
         if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
-            ctx.shared.broker.honour_pause(&inputs.request.url, &inputs.request.client_id, until);
+            // Written by the operator only for a 429; a time beyond the longest pause is not ours.
+            if until <= schedule::add(now, crate::token::retry_after::MAX_PAUSE) {
+                ctx.shared.broker.honour_pause(&inputs.request, until);
+            }
         }
         let want = Want {
             renew_before: inputs.renew_before,
             force: refresh_request.is_some(),
-            min_interval: ctx.shared.settings.min_refresh_interval,
+            min_interval,
+            valid_until: in_place.as_ref().map(|t| t.expires_at),
         };
-        match ctx.shared.broker.token(&inputs.request, want).await {
+        match ctx.shared.broker.token(&inputs.request, want, &namespace(cr)).await {
             Ok(issued) => Some(issued.token),
             Err(refused) => {
-                return Synced { token: in_place, result: Err(refused), refresh_request: None };
+                let client_secret_version = refused.sent.then(|| inputs.issued_for.client_secret_version.clone());
+                return Synced {
+                    token: in_place,
+                    result: Err(refused),
+                    refresh_request: None,
+                    refresh_throttled_until,
+                    client_secret_version,
+                };
             }
         }
     } else {
@@ -262,14 +445,49 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
     let desired = target::desired(cr, &facts, &inputs.issued_for);
     let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: fresh.as_ref() };
     if let Err(error) = write_secret(cr, ctx, write, &inputs.issued_for).await {
-        return Synced { token: in_place, result: Err(Refused { error, sent: false }), refresh_request: None };
+        return Synced::failed(error, in_place);
     }
     let outcome = match previous.token_fingerprint.as_deref() {
         None => Outcome::Issued,
         Some(fp) if fp != facts.fingerprint => Outcome::Renewed,
         Some(_) => Outcome::Current,
     };
-    Synced { token: Some(facts), result: Ok(outcome), refresh_request: refresh_request.map(str::to_owned) }
+    Synced {
+        token: Some(facts),
+        result: Ok(outcome),
+        refresh_request: refresh_request.map(str::to_owned),
+        refresh_throttled_until,
+        client_secret_version: None,
+    }
+}
+
+/// The failure an earlier process recorded in status, while its retry time has not come and
+/// neither the spec nor the client Secret changed since: a restart or a new leader must not
+/// retry sooner than the old one would have. Times that the operator could not have written
+/// (a retry beyond the longest hold, a failure in the future) are ignored.
+fn held_by_status(
+    cr: &GroupDocsCredential,
+    previous: &GroupDocsCredentialStatus,
+    inputs: &Inputs,
+    forced: bool,
+    now: Timestamp,
+    settings: &Settings,
+) -> Option<Error> {
+    let retry_at = previous.next_retry_time.as_ref()?.0;
+    let failed_at = previous.last_failure_time.as_ref()?.0;
+    let plausible = failed_at <= now && retry_at <= schedule::add(failed_at, settings.max_hold);
+    let unchanged = previous.observed_generation == cr.metadata.generation
+        && previous.last_failure_client_secret_version.as_deref() == Some(&inputs.issued_for.client_secret_version);
+    if retry_at <= now || !plausible || !unchanged || forced && previous.failed_attempts == 0 {
+        return None;
+    }
+    let failing = previous
+        .conditions
+        .iter()
+        .filter(|c| c.status == "True" && (c.type_ == conditions::STALLED || c.type_ == conditions::RECONCILING))
+        .find_map(|c| Some((crate::error::known_reason(&c.reason)?, c.message.clone())))?;
+    let held = Error::Held { reason: failing.0, message: failing.1, retry_at };
+    held.is_token_failure().then_some(held)
 }
 
 /// Validates the spec and reads the client credentials.
@@ -386,10 +604,32 @@ async fn explain_missing_client_secret(ctx: &Context, ns: &str, name: &str) -> E
 
 /// The token in `secret`, if it is ours, was issued for these inputs and is the one status
 /// recorded (a token edited by hand is not trusted).
+///
+/// Its times come from status, which only the operator writes: a hand-edited `expires_at` or
+/// issued-at annotation on the Secret cannot postpone renewal (the write that follows puts
+/// the recorded times back).
 fn usable_token(secret: &CachedSecret, inputs: &Inputs, previous: &GroupDocsCredentialStatus) -> Option<TokenFacts> {
     let (facts, issued_for) = secret.held_token()?;
     let untampered = previous.token_fingerprint.as_deref().is_none_or(|fp| *fp == facts.fingerprint);
-    (*issued_for == inputs.issued_for && untampered).then(|| facts.clone())
+    if *issued_for != inputs.issued_for || !untampered {
+        return None;
+    }
+    Some(trusted_times(facts.clone(), previous))
+}
+
+/// `facts` with the issue and expiry times status recorded for the same token; without such
+/// a record, the Secret's, but never a later expiry than what status or the token shows.
+fn trusted_times(mut facts: TokenFacts, previous: &GroupDocsCredentialStatus) -> TokenFacts {
+    if previous.token_fingerprint.as_deref() == Some(facts.fingerprint.as_str()) {
+        if let Some(expires_at) = &previous.expires_at {
+            facts.expires_at = expires_at.0;
+        }
+        if let Some(issued_at) = &previous.last_refresh_time {
+            facts.issued_at = issued_at.0;
+        }
+    }
+    facts.issued_at = facts.issued_at.min(facts.expires_at);
+    facts
 }
 
 fn refresh_time(
@@ -471,9 +711,12 @@ async fn write_secret(
 
 /// The token of the full Secret, when it is still the one the cache showed.
 fn token_in_place(existing: &Secret, desired: &CachedSecret) -> Result<Token, Error> {
-    let want = desired.held_token().map(|(facts, _)| &facts.fingerprint);
-    match target::read_token(existing) {
-        Some((token, _)) if Some(&token.access_token.fingerprint()) == want => Ok(token),
+    let want = desired.held_token().map(|(facts, _)| facts);
+    match (target::read_token(existing), want) {
+        // The times are the trusted ones (from status), not whatever the Secret now says.
+        (Some((token, _)), Some(facts)) if token.access_token.fingerprint() == facts.fingerprint => {
+            Ok(Token { issued_at: facts.issued_at, expires_at: facts.expires_at, ..token })
+        }
         _ => Err(no_token()),
     }
 }
@@ -547,14 +790,18 @@ fn next_status(
         Ok(_) => {
             status.failed_attempts = 0;
             status.rate_limited_until = None;
+            status.next_retry_time = None;
+            status.last_failure_client_secret_version = None;
         }
         Err(refused) => {
             if refused.sent {
                 status.failed_attempts = previous.failed_attempts.saturating_add(1);
                 status.last_failure_time = Some(Time(now));
+                status.next_retry_time = refused.error.retry_at().map(|t| Time(schedule::ceil_seconds(t)));
+                status.last_failure_client_secret_version = synced.client_secret_version.clone();
             }
-            if let Error::RateLimited { until, .. } = &refused.error {
-                status.rate_limited_until = Some(Time(*until));
+            if let Error::RateLimited { until, by: Limit::Endpoint, .. } = &refused.error {
+                status.rate_limited_until = Some(Time(schedule::ceil_seconds(*until)));
             }
         }
     }
@@ -571,9 +818,9 @@ fn next_wake(synced: &Synced, status: &GroupDocsCredentialStatus, now: Timestamp
         Err(refused) => {
             let retry = refused.error.retry_at().unwrap_or_else(|| {
                 if refused.error.is_stalled() {
-                    now + SignedDuration::from_mins(5)
+                    schedule::add(now, SignedDuration::from_mins(5))
                 } else {
-                    now + SignedDuration::from_secs(5)
+                    schedule::add(now, SignedDuration::from_secs(5))
                 }
             });
             Some(expiry.map_or(retry, |e| e.min(retry)))
@@ -594,6 +841,7 @@ async fn write_status(
     });
     let written =
         api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.shared.metrics.status_written();
     ctx.shared.writes.wrote(&cr.uid().unwrap_or_default(), written.status.as_ref(), Instant::now());
     Ok(())
 }
@@ -683,11 +931,6 @@ impl Synced3 {
         use std::sync::atomic::Ordering::SeqCst;
         self.credentials.load(SeqCst) && self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
     }
-
-    fn secrets(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
-    }
 }
 
 fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
@@ -713,17 +956,25 @@ pub async fn run(
         on_caches(caches.clone());
         let ctx = Arc::new(Context {
             shared: shared.clone(),
+            credentials: caches.credentials,
             client_secrets: caches.client_secrets,
             owned_secrets: caches.owned_secrets,
             synced: caches.synced,
+            restored: OnceLock::new(),
         });
-        controller.graceful_shutdown_on(shutdown.clone()).run(reconcile, error_policy, ctx).for_each(
-            |result| async move {
+        shared.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let shared = shared.clone();
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
                 if let Err(e) = result {
                     debug!(error = %e, "controller event");
                 }
-            },
-        )
+            })
+            .map(move |()| {
+                shared.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            })
     });
     futures::future::join_all(controllers).await;
 }
@@ -802,6 +1053,122 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::crd::GroupDocsCredentialSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            policy: TokenUrlPolicy::new(&[], false, false).unwrap(),
+            min_refresh_interval: SignedDuration::from_secs(30),
+            watch_namespaces: vec![],
+            concurrency: 1,
+            rollout_restarts: None,
+            secret_access: SecretAccess::Watch,
+            max_hold: SignedDuration::from_hours(1),
+        }
+    }
+
+    fn inputs(version: &str) -> Inputs {
+        let issued_for = IssuedFor {
+            token_url: "https://api.groupdocs.cloud/connect/token".into(),
+            client_id: "id".into(),
+            scope: None,
+            client_secret_version: version.into(),
+        };
+        let request = TokenRequest {
+            url: issued_for.token_url.clone(),
+            client_id: "id".into(),
+            client_secret: Sensitive::new("s"),
+            scope: None,
+        };
+        Inputs { request, issued_for, renew_before: None }
+    }
+
+    fn failed_status(reason: &str, failed_at: &str, retry_at: &str) -> GroupDocsCredentialStatus {
+        GroupDocsCredentialStatus {
+            observed_generation: Some(1),
+            failed_attempts: 1,
+            last_failure_time: Some(Time(t(failed_at))),
+            next_retry_time: Some(Time(t(retry_at))),
+            last_failure_client_secret_version: Some("7".into()),
+            conditions: vec![Condition {
+                type_: conditions::STALLED.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: "the token endpoint rejected the client credentials: HTTP 400".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(t(failed_at)),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn credential() -> GroupDocsCredential {
+        let mut cr = GroupDocsCredential::new("c", GroupDocsCredentialSpec::default());
+        cr.metadata.generation = Some(1);
+        cr
+    }
+
+    #[test]
+    fn a_failure_in_status_holds_until_its_retry_time_unless_something_changed() {
+        let status = failed_status("InvalidClient", "2026-11-28T10:00:00Z", "2026-11-28T10:30:00Z");
+        let now = t("2026-11-28T10:05:00Z");
+        let held = held_by_status(&credential(), &status, &inputs("7"), false, now, &settings()).unwrap();
+        assert_eq!((held.reason(), held.retry_at()), ("InvalidClient", Some(t("2026-11-28T10:30:00Z"))));
+        assert_eq!(held.to_string(), status.conditions[0].message, "the same message: no status write");
+        assert!(held.is_stalled());
+        let none = |status: &GroupDocsCredentialStatus, inputs: &Inputs, cr: &GroupDocsCredential, now| {
+            held_by_status(cr, status, inputs, false, now, &settings()).is_none()
+        };
+        assert!(none(&status, &inputs("8"), &credential(), now), "a changed client Secret is retried at once");
+        let mut edited = credential();
+        edited.metadata.generation = Some(2);
+        assert!(none(&status, &inputs("7"), &edited, now), "a changed spec is retried at once");
+        assert!(none(&status, &inputs("7"), &credential(), t("2026-11-28T10:30:00Z")), "the time has come");
+        let forged = failed_status("InvalidClient", "2026-11-28T10:00:00Z", "2099-01-01T00:00:00Z");
+        assert!(none(&forged, &inputs("7"), &credential(), now), "a retry beyond the longest hold is not ours");
+        let future = failed_status("InvalidClient", "2027-01-01T00:00:00Z", "2027-01-01T00:10:00Z");
+        assert!(none(&future, &inputs("7"), &credential(), now), "a failure in the future is not ours");
+        let spec = failed_status("InvalidSpec", "2026-11-28T10:00:00Z", "2026-11-28T10:30:00Z");
+        assert!(none(&spec, &inputs("7"), &credential(), now), "only token failures hold requests");
+    }
+
+    #[test]
+    fn status_times_override_edited_secret_times() {
+        let facts = TokenFacts {
+            fingerprint: "fp".into(),
+            token_type: "Bearer".into(),
+            issued_at: t("2026-11-28T12:00:00Z"),
+            expires_at: t("2099-01-01T00:00:00Z"),
+        };
+        let status = GroupDocsCredentialStatus {
+            token_fingerprint: Some("fp".into()),
+            expires_at: Some(Time(t("2026-11-29T10:00:00Z"))),
+            last_refresh_time: Some(Time(t("2026-11-28T10:00:00Z"))),
+            ..Default::default()
+        };
+        let trusted = trusted_times(facts.clone(), &status);
+        assert_eq!((trusted.issued_at, trusted.expires_at), (t("2026-11-28T10:00:00Z"), t("2026-11-29T10:00:00Z")));
+        let other = GroupDocsCredentialStatus { token_fingerprint: Some("other".into()), ..status };
+        assert_eq!(trusted_times(facts.clone(), &other).expires_at, facts.expires_at);
+    }
+
+    #[test]
+    fn panic_messages_are_bounded_and_printable() {
+        let long = "x\n".repeat(500);
+        let boxed: Box<dyn std::any::Any + Send> = Box::new(long);
+        let m = panic_message(boxed.as_ref());
+        assert!(m.len() <= 300 && !m.contains('\n'));
+        let boxed: Box<dyn std::any::Any + Send> = Box::new("overflow");
+        assert_eq!(panic_message(boxed.as_ref()), "overflow");
+        let boxed: Box<dyn std::any::Any + Send> = Box::new(42);
+        assert_eq!(panic_message(boxed.as_ref()), "a panic without a message");
+    }
 
     #[test]
     fn secret_names_are_validated() {

@@ -154,3 +154,29 @@ mod tests {
         assert_eq!(decide(Some(&a), "fp", late, SignedDuration::MAX), Decision::WaitUntil(Timestamp::MAX));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a workload owner writes into the annotations, deciding never panics, and a
+        /// wait never ends more than one interval from now.
+        #[test]
+        fn any_annotation_any_time(
+            restarted_at in prop_oneof![".{0,40}", (Timestamp::MIN.as_second()..=Timestamp::MAX.as_second()).prop_map(|s| Timestamp::from_second(s).unwrap().to_string())],
+            now in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            interval in 0i64..=i64::MAX,
+        ) {
+            let mut a = BTreeMap::new();
+            a.insert(RESTARTED_AT_ANNOTATION.to_string(), restarted_at);
+            let now = Timestamp::from_second(now).unwrap();
+            let interval = SignedDuration::from_secs(interval);
+            if let Decision::WaitUntil(t) = decide(Some(&a), "fp", now, interval) {
+                prop_assert!(t > now);
+                prop_assert!(t.duration_since(now) <= interval);
+            }
+        }
+    }
+}

@@ -31,15 +31,32 @@ pub fn refresh_at(
     min_interval: SignedDuration,
 ) -> Timestamp {
     let lifetime = expires_at.duration_since(issued_at);
+    let earliest = add(issued_at, min_interval);
     if !lifetime.is_positive() {
-        return issued_at.saturating_add(min_interval).unwrap_or(issued_at);
+        return whole_seconds(earliest);
     }
     let lead = renew_lead(lifetime, renew_before);
     let max_jitter = lifetime.mul_f64(JITTER_SHARE).min(MAX_JITTER);
-    let jitter = max_jitter.mul_f64(jitter.clamp(0.0, 1.0));
+    let jitter = max_jitter.mul_f64(unit(jitter));
     let at = expires_at.saturating_sub(lead).and_then(|t| t.saturating_sub(jitter)).unwrap_or(issued_at);
-    let earliest = issued_at.saturating_add(min_interval).unwrap_or(issued_at);
     whole_seconds(at.max(earliest))
+}
+
+/// `x` as a factor in `[0, 1]`; NaN counts as 0 (`SignedDuration::mul_f64` panics on NaN).
+fn unit(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
+}
+
+/// `t` rounded up to the next whole second: a "not before" time in status and messages that
+/// stays the same on every reconcile and is never earlier than the real one.
+pub fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let floor = whole_seconds(t);
+    if floor == t { t } else { floor.saturating_add(SignedDuration::from_secs(1)).unwrap_or(floor) }
+}
+
+/// `t + d`, pinned to the ends of the timestamp range instead of panicking.
+pub fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.saturating_add(d).unwrap_or(if d.is_negative() { Timestamp::MIN } else { Timestamp::MAX })
 }
 
 /// `t` without its fraction of a second: Kubernetes stores times to the second, and status
@@ -62,7 +79,7 @@ pub fn backoff(failures: u32, base: SignedDuration, cap: SignedDuration, random:
     let exp = failures.saturating_sub(1).min(30);
     let window = base.checked_mul(1i32 << exp.min(30)).unwrap_or(cap).min(cap);
     let half = window / 2;
-    half + half.mul_f64(random.clamp(0.0, 1.0))
+    half.saturating_add(half.mul_f64(unit(random)))
 }
 
 /// Parses a duration such as `1h`, `30m`, `1h30m` or `90s`.
@@ -147,6 +164,14 @@ mod tests {
     }
 
     #[test]
+    fn whole_second_ceilings() {
+        assert_eq!(ceil_seconds(t("2026-01-01T00:00:00Z")), t("2026-01-01T00:00:00Z"));
+        assert_eq!(ceil_seconds(t("2026-01-01T00:00:00.001Z")), t("2026-01-01T00:00:01Z"));
+        assert_eq!(add(Timestamp::MAX, SignedDuration::from_secs(1)), Timestamp::MAX);
+        assert_eq!(add(Timestamp::MIN, SignedDuration::from_secs(-1)), Timestamp::MIN);
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("1h").unwrap(), SignedDuration::from_hours(1));
         assert_eq!(parse_duration("1h30m").unwrap(), SignedDuration::from_mins(90));
@@ -179,6 +204,32 @@ mod properties {
             prop_assert!(at >= issued_at + min);
             if SignedDuration::from_secs(lifetime) > min + SignedDuration::from_secs(1) {
                 prop_assert!(at < expires_at, "{at} not before {expires_at}");
+            }
+        }
+
+        /// The same over the whole timestamp range, with any jitter (NaN and infinities too)
+        /// and any lead: never panics, never before issue plus the minimum.
+        #[test]
+        fn refresh_time_never_panics_at_the_ends_of_time(
+            issued in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            expires in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            renew_before in proptest::option::of(any::<i64>()),
+            jitter in prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+            min in 0i64..=7 * 24 * 3600,
+        ) {
+            let issued_at = Timestamp::from_second(issued).unwrap();
+            let expires_at = Timestamp::from_second(expires).unwrap();
+            let min = SignedDuration::from_secs(min);
+            let at = refresh_at(issued_at, expires_at, renew_before.map(SignedDuration::from_secs), jitter, min);
+            prop_assert!(at >= whole_seconds(add(issued_at, min)) || at == whole_seconds(Timestamp::MAX));
+        }
+
+        #[test]
+        fn ceil_and_add_never_panic(secs in any::<i64>(), nanos in 0i32..1_000_000_000, d in any::<i64>()) {
+            if let Ok(t) = Timestamp::new(secs.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second() - 1), nanos) {
+                let c = ceil_seconds(t);
+                prop_assert!(c >= t && c.subsec_nanosecond() == 0);
+                let _ = add(t, SignedDuration::from_secs(d));
             }
         }
 

@@ -281,8 +281,12 @@ pub fn read_token(secret: &Secret) -> Option<(Token, IssuedFor)> {
     let annotations = secret.metadata.annotations.as_ref()?;
     let annotation = |key: &str| annotations.get(key).cloned();
     let access_token = text(ACCESS_TOKEN_KEY).filter(|t| !t.is_empty())?;
-    let expires_at: Timestamp = text(EXPIRES_AT_KEY)?.parse().ok()?;
-    let issued_at: Timestamp = annotation(ISSUED_AT_ANNOTATION)?.parse().ok()?;
+    let mut expires_at: Timestamp = text(EXPIRES_AT_KEY)?.parse().ok()?;
+    // The token's own expiry bounds what the Secret claims (it may have been edited).
+    if let Some(exp) = crate::token::response::jwt_exp(&access_token) {
+        expires_at = expires_at.min(exp);
+    }
+    let issued_at: Timestamp = annotation(ISSUED_AT_ANNOTATION)?.parse::<Timestamp>().ok()?.min(expires_at);
     let token = Token {
         access_token: Sensitive::new(access_token),
         token_type: text(TOKEN_TYPE_KEY).unwrap_or_else(|| "Bearer".to_string()),
@@ -447,5 +451,56 @@ mod tests {
 
     fn data(s: &mut Secret) -> &mut BTreeMap<String, ByteString> {
         s.data.as_mut().unwrap()
+    }
+
+    #[test]
+    fn a_jwt_exp_bounds_an_edited_expiry() {
+        use base64::Engine as _;
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let exp = token().issued_at + SignedDuration::from_hours(1);
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({"alg":"HS256"})),
+            enc(serde_json::json!({"exp": exp.as_second()}))
+        );
+        let t = Token { access_token: Sensitive::new(jwt), ..token() };
+        let mut s = render(&cr(), &t, &issued_for());
+        data(&mut s).insert(EXPIRES_AT_KEY.into(), bytes("2099-01-01T00:00:00Z"));
+        assert_eq!(read_token(&s).unwrap().0.expires_at, exp);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a Secret holds (anyone with write access to it may edit it), reading it
+        /// back never panics and never yields an issue time after the expiry.
+        #[test]
+        fn any_secret_reads_without_panicking(
+            token in proptest::option::of(".{0,64}"),
+            expires in proptest::option::of(prop_oneof![".{0,40}", (-400_000_000_000i64..400_000_000_000).prop_map(|s| Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap().to_string())]),
+            issued in proptest::option::of(prop_oneof![".{0,40}", (-400_000_000_000i64..400_000_000_000).prop_map(|s| Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap().to_string())]),
+            annotations in proptest::collection::btree_map("[a-z./-]{0,30}", ".{0,30}", 0..6),
+        ) {
+            let mut s = Secret::default();
+            let mut data = BTreeMap::new();
+            if let Some(t) = token { data.insert(ACCESS_TOKEN_KEY.to_string(), bytes(&t)); }
+            if let Some(e) = expires { data.insert(EXPIRES_AT_KEY.to_string(), bytes(&e)); }
+            s.data = Some(data);
+            let mut a = annotations;
+            if let Some(i) = issued { a.insert(ISSUED_AT_ANNOTATION.to_string(), i); }
+            for key in [TOKEN_URL_ANNOTATION, CLIENT_ID_ANNOTATION, CLIENT_SECRET_VERSION_ANNOTATION] {
+                a.entry(key.to_string()).or_insert_with(|| "x".to_string());
+            }
+            s.metadata.annotations = Some(a);
+            if let Some((token, _)) = read_token(&s) {
+                prop_assert!(token.issued_at <= token.expires_at);
+                let _ = token.facts().lifetime();
+            }
+            let _ = CachedSecret::from(s);
+        }
     }
 }
