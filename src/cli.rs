@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use jiff::SignedDuration;
 
 use crate::token::ClientAuth;
 
@@ -58,8 +59,8 @@ pub struct HttpArgs {
     /// How token requests authenticate: `post` (form fields, as GroupDocs documents) or `basic`.
     #[arg(long, env = "GDTO_CLIENT_AUTH", value_enum, default_value_t = ClientAuth::Post)]
     pub client_auth: ClientAuth,
-    /// Timeout of one token request, connection included.
-    #[arg(long, env = "GDTO_TOKEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_std_duration)]
+    /// Timeout of one token request, connection included (1s to 10m).
+    #[arg(long, env = "GDTO_TOKEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_token_request_timeout)]
     pub token_request_timeout: std::time::Duration,
     /// PEM file of extra CA certificates to trust for token endpoints (besides the system's).
     #[arg(long, env = "GDTO_EXTRA_CA_FILE")]
@@ -86,45 +87,49 @@ pub struct RunArgs {
     #[arg(long, env = "GDTO_FAILED_REQUEST_BUDGET", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub failed_request_budget: u32,
     /// How long credentials the endpoint rejected wait before they are tried again, unless
-    /// their client Secret changes first.
-    #[arg(long, env = "GDTO_INVALID_CLIENT_RETRY", default_value = "1h", value_parser = parse_duration)]
-    pub invalid_client_retry: jiff::SignedDuration,
-    /// Shortest time between two renewals of one credential, whatever the token lifetime.
-    #[arg(long, env = "GDTO_MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub min_refresh_interval: jiff::SignedDuration,
-    /// Longest wait between retries after transient failures (exponential backoff cap).
-    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "1m", value_parser = parse_duration)]
-    pub max_backoff: jiff::SignedDuration,
-    /// Credentials reconciled at the same time.
-    #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16)]
+    /// their client Secret changes first (1m to 168h).
+    #[arg(long, env = "GDTO_INVALID_CLIENT_RETRY", default_value = "1h", value_parser = parse_invalid_client_retry)]
+    pub invalid_client_retry: SignedDuration,
+    /// Shortest time between two renewals of one credential, whatever the token lifetime
+    /// (1s to 1h).
+    #[arg(long, env = "GDTO_MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_min_refresh_interval)]
+    pub min_refresh_interval: SignedDuration,
+    /// Longest wait between retries after transient failures (exponential backoff cap; 1s
+    /// to 1h).
+    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "1m", value_parser = parse_max_backoff)]
+    pub max_backoff: SignedDuration,
+    /// Credentials reconciled at the same time (1 to 1024).
+    #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Requests per second to the Kubernetes API server at most (0: no client-side limit;
-    /// the API server's priority and fairness still applies). A watch counts once.
-    #[arg(long, env = "GDTO_KUBE_API_QPS", default_value_t = 0)]
+    /// the API server's priority and fairness still applies; at most 10000). A watch counts
+    /// once.
+    #[arg(long, env = "GDTO_KUBE_API_QPS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub kube_api_qps: u32,
     /// Act on `spec.rolloutRestartTargets` (needs get and patch on Deployments, StatefulSets
     /// and DaemonSets).
     #[arg(long, env = "GDTO_ROLLOUT_RESTARTS")]
     pub rollout_restarts: bool,
-    /// At most one rollout restart per workload per this interval.
-    #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
-    pub rollout_restart_min_interval: jiff::SignedDuration,
+    /// At most one rollout restart per workload per this interval (1s to 24h).
+    #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = parse_rollout_restart_min_interval)]
+    pub rollout_restart_min_interval: SignedDuration,
     /// How Secrets are read: `watch` (label-selected list/watch; changes act at once) or
     /// `get` (no list/watch on Secrets; GETs per reconcile and a periodic re-check).
     #[arg(long, env = "GDTO_SECRET_ACCESS", value_enum, default_value_t = SecretAccessArg::Watch)]
     pub secret_access: SecretAccessArg,
-    /// With `--secret-access get`: how often every credential is re-checked.
-    #[arg(long, env = "GDTO_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    pub recheck_interval: jiff::SignedDuration,
+    /// With `--secret-access get`: how often every credential is re-checked (1s to 24h).
+    #[arg(long, env = "GDTO_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_recheck_interval)]
+    pub recheck_interval: SignedDuration,
     /// Elect a leader on a Lease: of several replicas only the leader reconciles.
     #[arg(long, env = "GDTO_LEADER_ELECT")]
     pub leader_elect: bool,
     /// Namespace of the Lease. Default: `$POD_NAMESPACE`, else `default`.
     #[arg(long, env = "GDTO_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
-    /// How long a leader's lease lasts without renewal: the longest a failover takes.
-    #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
-    pub lease_duration: jiff::SignedDuration,
+    /// How long a leader's lease lasts without renewal: the longest a failover takes (2s to
+    /// 1h).
+    #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: SignedDuration,
     /// Address of the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, env = "GDTO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -155,17 +160,223 @@ pub struct TokenArgs {
     pub http: HttpArgs,
 }
 
-pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration, String> {
+/// Parses a duration that is not negative, such as `1h`, `30m`, `1h30m` or `90s`, without
+/// bounds. Flags use [`DurationRange::parse`].
+pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     crate::schedule::parse_duration(s)
 }
 
-fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
-    std::time::Duration::try_from(parse_duration(s)?).map_err(|e| e.to_string())
+/// The values a duration flag accepts, both ends included.
+///
+/// No lower bound is zero: each of these durations paces a loop (retries, renewals,
+/// re-checks, lease renewals) or bounds a request, and zero would make it spin or fail at
+/// once. No upper bound exceeds a week: these durations are added to "now", and jiff's
+/// parser accepts values such as `9999999999h` that would take a timestamp past the end of
+/// its range (year 9999) and panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationRange {
+    pub min: SignedDuration,
+    pub max: SignedDuration,
+}
+
+impl DurationRange {
+    const fn new(min: SignedDuration, max: SignedDuration) -> Self {
+        DurationRange { min, max }
+    }
+
+    /// Parses `s` and checks it lies in the range; every error names the range.
+    pub fn parse(&self, s: &str) -> Result<SignedDuration, String> {
+        let allowed = || format!("allowed: {:#} to {:#}", self.min, self.max);
+        let d = parse_duration(s).map_err(|e| format!("{e}; {}", allowed()))?;
+        if d < self.min || d > self.max {
+            return Err(format!("{:?} is out of range; {}", s.trim(), allowed()));
+        }
+        Ok(d)
+    }
+}
+
+const SECOND: SignedDuration = SignedDuration::from_secs(1);
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+const WEEK: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// `--invalid-client-retry`: at least a minute, the failed-request budget's window (sooner
+/// only spends the budget on credentials the endpoint already refused); at most a week.
+pub const INVALID_CLIENT_RETRY: DurationRange = DurationRange::new(SignedDuration::from_mins(1), WEEK);
+/// `--min-refresh-interval`: zero would let a short-lived token renew in a loop; more than an
+/// hour would keep tokens of an hour's lifetime from being renewed before they expire.
+pub const MIN_REFRESH_INTERVAL: DurationRange = DurationRange::new(SECOND, SignedDuration::from_hours(1));
+/// `--max-backoff`: the cap of the exponential backoff; zero would retry at once.
+pub const MAX_BACKOFF: DurationRange = DurationRange::new(SECOND, SignedDuration::from_hours(1));
+/// `--rollout-restart-min-interval`: zero would restart on every token write; a day is the
+/// lifetime of a GroupDocs token, longer would let restarts fall behind the tokens.
+pub const ROLLOUT_RESTART_MIN_INTERVAL: DurationRange = DurationRange::new(SECOND, DAY);
+/// `--recheck-interval`: zero would re-check every credential in a loop; at most a day.
+pub const RECHECK_INTERVAL: DurationRange = DurationRange::new(SECOND, DAY);
+/// `--lease-duration`: whole seconds on the Lease, renewed with a third of it left (at least
+/// 1 s), so 2 s is the shortest that leaves room to renew; an hour is already a long failover.
+pub const LEASE_DURATION: DurationRange =
+    DurationRange::new(SignedDuration::from_secs(2), SignedDuration::from_hours(1));
+/// `--token-request-timeout`: zero would fail every request; ten minutes is far beyond any
+/// answer worth waiting for.
+pub const TOKEN_REQUEST_TIMEOUT: DurationRange = DurationRange::new(SECOND, SignedDuration::from_mins(10));
+
+fn parse_invalid_client_retry(s: &str) -> Result<SignedDuration, String> {
+    INVALID_CLIENT_RETRY.parse(s)
+}
+
+fn parse_min_refresh_interval(s: &str) -> Result<SignedDuration, String> {
+    MIN_REFRESH_INTERVAL.parse(s)
+}
+
+fn parse_max_backoff(s: &str) -> Result<SignedDuration, String> {
+    MAX_BACKOFF.parse(s)
+}
+
+fn parse_rollout_restart_min_interval(s: &str) -> Result<SignedDuration, String> {
+    ROLLOUT_RESTART_MIN_INTERVAL.parse(s)
+}
+
+fn parse_recheck_interval(s: &str) -> Result<SignedDuration, String> {
+    RECHECK_INTERVAL.parse(s)
+}
+
+fn parse_lease_duration(s: &str) -> Result<SignedDuration, String> {
+    LEASE_DURATION.parse(s)
+}
+
+fn parse_token_request_timeout(s: &str) -> Result<std::time::Duration, String> {
+    // In range, so not negative.
+    Ok(TOKEN_REQUEST_TIMEOUT.parse(s)?.unsigned_abs())
+}
+
+/// Every duration flag of `run`, its range and its default, for the tests.
+#[cfg(test)]
+const DURATION_FLAGS: &[(&str, DurationRange, &str)] = &[
+    ("--invalid-client-retry", INVALID_CLIENT_RETRY, "1h"),
+    ("--min-refresh-interval", MIN_REFRESH_INTERVAL, "30s"),
+    ("--max-backoff", MAX_BACKOFF, "1m"),
+    ("--rollout-restart-min-interval", ROLLOUT_RESTART_MIN_INTERVAL, "10m"),
+    ("--recheck-interval", RECHECK_INTERVAL, "5m"),
+    ("--lease-duration", LEASE_DURATION, "15s"),
+    ("--token-request-timeout", TOKEN_REQUEST_TIMEOUT, "30s"),
+];
+
+/// `run` with the given arguments.
+#[cfg(test)]
+fn parse_run(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+    let argv = ["groupdocs-token-operator", "run"].into_iter().chain(extra.iter().copied());
+    Cli::try_parse_from(argv).map(|cli| match cli.command {
+        Command::Run(args) => args,
+        _ => unreachable!("parsed run"),
+    })
+}
+
+/// The value of the duration flag `flag` in `args`.
+#[cfg(test)]
+fn duration_of(args: &RunArgs, flag: &str) -> SignedDuration {
+    match flag {
+        "--invalid-client-retry" => args.invalid_client_retry,
+        "--min-refresh-interval" => args.min_refresh_interval,
+        "--max-backoff" => args.max_backoff,
+        "--rollout-restart-min-interval" => args.rollout_restart_min_interval,
+        "--recheck-interval" => args.recheck_interval,
+        "--lease-duration" => args.lease_duration,
+        "--token-request-timeout" => SignedDuration::try_from(args.http.token_request_timeout).unwrap(),
+        other => panic!("not a duration flag: {other}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_flags_accept_their_defaults_and_bounds() {
+        let defaults = parse_run(&[]).unwrap();
+        for (flag, range, default) in DURATION_FLAGS {
+            let default = parse_duration(default).unwrap();
+            assert_eq!(duration_of(&defaults, flag), default, "{flag}");
+            assert!(range.min <= default && default <= range.max, "{flag}: default {default:#} out of its range");
+            for d in [default, range.min, range.max] {
+                let arg = format!("{flag}={d:#}");
+                let args = parse_run(&[&arg]).unwrap_or_else(|e| panic!("{arg}: {e}"));
+                assert_eq!(duration_of(&args, flag), d, "{arg}");
+            }
+            // ISO 8601 is accepted too.
+            let arg = format!("{flag}={default}");
+            assert_eq!(duration_of(&parse_run(&[&arg]).unwrap(), flag), default, "{arg}");
+        }
+    }
+
+    #[test]
+    fn duration_flags_refuse_zero_negative_huge_and_out_of_range_values() {
+        for (flag, range, _) in DURATION_FLAGS {
+            let just_below = range.min - SignedDuration::from_nanos(1);
+            let just_above = range.max + SignedDuration::from_nanos(1);
+            let bad = [
+                "0s".to_string(),
+                "0".to_string(),
+                "PT0S".to_string(),
+                "-1s".to_string(),
+                "-5m".to_string(),
+                "-9223372036s".to_string(),
+                "100000000h".to_string(),
+                "9999999999h".to_string(),
+                "9223372036s".to_string(),
+                "9223372036854775807s".to_string(),
+                "1d".to_string(),
+                "soon".to_string(),
+                String::new(),
+                format!("{just_below:#}"),
+                format!("{just_above:#}"),
+            ];
+            for value in bad {
+                let arg = format!("{flag}={value}");
+                let err = parse_run(&[&arg]).map(|_| ()).expect_err(&arg).to_string();
+                assert!(err.contains(flag), "{arg}: {err}");
+                let allowed = format!("allowed: {:#} to {:#}", range.min, range.max);
+                assert!(err.contains(&allowed), "{arg}: {err} does not name the range");
+            }
+        }
+    }
+
+    #[test]
+    fn token_command_bounds_its_timeout_too() {
+        let parse = |timeout: &str| {
+            Cli::try_parse_from([
+                "groupdocs-token-operator",
+                "token",
+                "--client-id",
+                "x",
+                "--token-request-timeout",
+                timeout,
+            ])
+        };
+        assert!(parse("0s").is_err());
+        assert!(parse("100000000h").is_err());
+        let Command::Token(args) = parse("5s").unwrap().command else { panic!() };
+        assert_eq!(args.http.token_request_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn concurrency_and_qps_are_bounded() {
+        assert_eq!(parse_run(&[]).unwrap().concurrency, 16);
+        assert_eq!(parse_run(&[]).unwrap().kube_api_qps, 0);
+        for ok in ["1", "16", "1024"] {
+            assert_eq!(parse_run(&["--concurrency", ok]).unwrap().concurrency.to_string(), ok);
+        }
+        for bad in ["0", "1025", "-1", "65536", "99999999999"] {
+            let err = parse_run(&[&format!("--concurrency={bad}")]).map(|_| ()).expect_err(bad).to_string();
+            assert!(err.contains("--concurrency") && err.contains("1..=1024"), "{err}");
+        }
+        for ok in ["0", "50", "10000"] {
+            assert_eq!(parse_run(&["--kube-api-qps", ok]).unwrap().kube_api_qps.to_string(), ok);
+        }
+        for bad in ["10001", "-1", "4294967296"] {
+            let err = parse_run(&[&format!("--kube-api-qps={bad}")]).map(|_| ()).expect_err(bad).to_string();
+            assert!(err.contains("--kube-api-qps"), "{err}");
+        }
+    }
 
     #[test]
     fn cli_is_well_formed() {
@@ -197,5 +408,40 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!() };
         assert_eq!(args.watch_namespaces, ["a", "b", "c"]);
         assert_eq!(args.allowed_token_urls, ["https://x.example/"]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any text, and text shaped like durations (huge, negative, fractional, ISO 8601).
+    fn inputs() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,40}",
+            "[0-9]{1,3} ?(ms|s|m|h)",
+            "[ +-]?[0-9]{1,22}(\\.[0-9]{1,12})? ?(ns|us|ms|s|m|h|sec|secs|min|mins|hour|hours|d|w)",
+            "[0-9]{1,20}h ?[0-9]{1,20}m ?[0-9]{1,20}s",
+            "[+-]?P(T[0-9]{1,20}(\\.[0-9]{1,9})?[HMS]|[0-9]{1,6}[DWMY])",
+        ]
+    }
+
+    proptest! {
+        /// Parsing never panics, and an accepted value lies within the flag's range.
+        #[test]
+        fn duration_flags_never_panic_and_stay_in_range(s in inputs()) {
+            for (flag, range, _) in DURATION_FLAGS {
+                let arg = format!("{flag}={s}");
+                if let Ok(args) = parse_run(&[&arg]) {
+                    let d = duration_of(&args, flag);
+                    prop_assert!(range.min <= d && d <= range.max, "{} gave {:#}", arg, d);
+                }
+                if let Ok(d) = range.parse(&s) {
+                    prop_assert!(range.min <= d && d <= range.max, "{} gave {:#}", arg, d);
+                }
+            }
+        }
     }
 }

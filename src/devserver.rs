@@ -5,7 +5,9 @@
 //! into a 10-minute cooldown answered `429` with `Retry-After`.
 //!
 //! For tests and the demo it adds a time scale (minutes become seconds), switchable faults,
-//! request counts, and one protected API route that accepts only a valid bearer token.
+//! request counts, and one protected API route that accepts only a valid bearer token. The
+//! admin routes (`/admin/*`) that switch faults and read counts answer loopback callers only,
+//! or, with `--admin-token`, callers that present that token from anywhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,7 +26,10 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
-#[derive(clap::Args, Debug, Clone)]
+use crate::redact::Sensitive;
+
+/// `Debug` shows client ids but never client secrets or the admin token.
+#[derive(clap::Args, Clone)]
 pub struct DevServerArgs {
     /// Address to listen on.
     #[arg(long, env = "GDTO_DEV_LISTEN", default_value = "127.0.0.1:8090")]
@@ -34,7 +39,8 @@ pub struct DevServerArgs {
         long = "client",
         env = "GDTO_DEV_CLIENTS",
         value_delimiter = ',',
-        default_value = "demo-client-id:demo-client-secret"
+        default_value = "demo-client-id:demo-client-secret",
+        hide_env_values = true
     )]
     pub clients: Vec<String>,
     /// Token lifetime in seconds, returned as `expires_in` and used for the `exp` claim.
@@ -62,6 +68,35 @@ pub struct DevServerArgs {
     /// PEM private key for `--tls-listen`.
     #[arg(long, env = "GDTO_DEV_TLS_KEY")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Bearer token of the admin routes (`/admin/*`). Without it they answer loopback
+    /// callers only; with it they answer callers from anywhere that send
+    /// `Authorization: Bearer <token>`, and nobody else.
+    #[arg(long, env = "GDTO_DEV_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Sensitive>,
+}
+
+impl std::fmt::Debug for DevServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `id:[REDACTED]`; an entry without a colon may be all secret.
+        let clients: Vec<String> = self
+            .clients
+            .iter()
+            .map(|c| c.split_once(':').map_or_else(|| "[REDACTED]".to_string(), |(id, _)| format!("{id}:[REDACTED]")))
+            .collect();
+        f.debug_struct("DevServerArgs")
+            .field("listen", &self.listen)
+            .field("clients", &clients)
+            .field("expires_in", &self.expires_in)
+            .field("time_scale", &self.time_scale)
+            .field("failure_limit", &self.failure_limit)
+            .field("limit_by", &self.limit_by)
+            .field("latency_ms", &self.latency_ms)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("admin_token", &self.admin_token)
+            .finish()
+    }
 }
 
 impl Default for DevServerArgs {
@@ -77,6 +112,7 @@ impl Default for DevServerArgs {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
+            admin_token: None,
         }
     }
 }
@@ -287,9 +323,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, tls: Option<tokio
 }
 
 fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
-        .route("/connect/token", post(token))
-        .route("/v2.0/viewer/formats", get(protected_api))
+    let admin = Router::new()
         .route("/admin/stats", get(|State(s): State<Arc<Inner>>| async move { Json(lock(&s.stats).clone()) }))
         .route(
             "/admin/fault",
@@ -312,7 +346,55 @@ fn router(inner: Arc<Inner>) -> Router {
                 StatusCode::NO_CONTENT
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(inner.clone(), admin_guard));
+    Router::new()
+        .route("/connect/token", post(token))
+        .route("/v2.0/viewer/formats", get(protected_api))
+        .merge(admin)
         .with_state(inner)
+}
+
+/// Lets a request through to an admin route only when [`admin_access`] allows it.
+async fn admin_guard(
+    State(s): State<Arc<Inner>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer);
+    match admin_access(s.args.admin_token.as_ref(), peer, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(StatusCode::UNAUTHORIZED) => {
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+        }
+        Err(status) => status.into_response(),
+    }
+}
+
+/// Who may use the admin routes. Without an admin token: loopback callers only (403 for the
+/// rest). With one: whoever sends it as a bearer token, from anywhere (401 without a bearer
+/// token, 403 with a wrong one).
+fn admin_access(token: Option<&Sensitive>, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), StatusCode> {
+    let Some(token) = token else {
+        return match peer {
+            Some(peer) if peer.ip().to_canonical().is_loopback() => Ok(()),
+            _ => Err(StatusCode::FORBIDDEN),
+        };
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) { Ok(()) } else { Err(StatusCode::FORBIDDEN) }
+}
+
+/// Compares the SHA-256 digests of `a` and `b` in time that depends on neither value nor
+/// length, so that timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest as _;
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 #[derive(Deserialize, Default)]
@@ -520,6 +602,61 @@ pub async fn serve_forever(args: DevServerArgs) -> std::io::Result<()> {
     if let Some(url) = server.tls_token_url() {
         eprintln!("and with TLS: {url}");
     }
+    match server.inner.args.admin_token {
+        Some(_) => eprintln!("admin routes (/admin/*): callers with the --admin-token bearer token"),
+        None => eprintln!("admin routes (/admin/*): loopback callers only"),
+    }
     crate::shutdown_signal().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn without_a_token_admin_routes_are_for_loopback_callers_only() {
+        let none = HeaderMap::new();
+        for peer in ["127.0.0.1:5000", "127.1.2.3:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert_eq!(admin_access(None, Some(peer.parse().unwrap()), &none), Ok(()), "{peer}");
+        }
+        for peer in ["10.0.0.5:5000", "192.168.1.2:80", "[fd00::1]:5000", "[::ffff:10.0.0.5]:5000", "0.0.0.0:1"] {
+            assert_eq!(admin_access(None, Some(peer.parse().unwrap()), &none), Err(StatusCode::FORBIDDEN), "{peer}");
+        }
+        assert_eq!(admin_access(None, None, &none), Err(StatusCode::FORBIDDEN), "unknown peer");
+        // A bearer token means nothing when none is configured.
+        let remote = Some("10.0.0.5:5000".parse().unwrap());
+        assert_eq!(admin_access(None, remote, &bearer("Bearer x")), Err(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn with_a_token_admin_routes_need_it_from_anywhere() {
+        let token = Sensitive::new("s3cret-admin");
+        let (remote, local) = (Some("10.0.0.5:5000".parse().unwrap()), Some("127.0.0.1:5000".parse().unwrap()));
+        for peer in [remote, local, None] {
+            assert_eq!(admin_access(Some(&token), peer, &bearer("Bearer s3cret-admin")), Ok(()));
+            assert_eq!(admin_access(Some(&token), peer, &HeaderMap::new()), Err(StatusCode::UNAUTHORIZED));
+            assert_eq!(admin_access(Some(&token), peer, &bearer("Basic s3cret-admin")), Err(StatusCode::UNAUTHORIZED));
+            for wrong in
+                ["Bearer s3cret-admiN", "Bearer s3cret-admin2", "Bearer s3cret", "Bearer ", "Bearer  s3cret-admin"]
+            {
+                assert_eq!(admin_access(Some(&token), peer, &bearer(wrong)), Err(StatusCode::FORBIDDEN), "{wrong}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_compares_values() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
 }

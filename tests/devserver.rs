@@ -1,10 +1,15 @@
 //! The development token server against the rules of the GroupDocs seed document
 //! (`shared/seed/authenticating-api-requests.md`). No cluster needed.
 
+use std::io::Read as _;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use clap::Parser as _;
+use groupdocs_token_operator::cli::Cli;
 use groupdocs_token_operator::devserver::{DevServer, DevServerArgs, Fault};
+use groupdocs_token_operator::redact::Sensitive;
 use serde_json::Value;
 
 async fn server(args: DevServerArgs) -> DevServer {
@@ -199,4 +204,180 @@ async fn serves_the_same_routes_over_tls_to_a_client_that_trusts_its_ca() {
     assert!(s.accepts(body["access_token"].as_str().unwrap()));
     // A client that does not trust the CA is refused at the handshake.
     assert!(reqwest::Client::new().post(&url).form(GOOD).send().await.is_err());
+}
+
+async fn admin(server: &DevServer, path: &str, auth: Option<&str>) -> reqwest::StatusCode {
+    let url = format!("http://{}{path}", server.addr());
+    let client = reqwest::Client::new();
+    let mut req = if path == "/admin/stats" {
+        client.get(url)
+    } else {
+        client.post(url).json(&serde_json::json!({"kind": "none"}))
+    };
+    if let Some(auth) = auth {
+        req = req.header("Authorization", auth);
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn admin_routes_answer_loopback_callers() {
+    let s = server(DevServerArgs::default()).await;
+    assert!(s.addr().ip().is_loopback());
+    assert_eq!(admin(&s, "/admin/stats", None).await, 200);
+    assert_eq!(admin(&s, "/admin/fault", None).await, 204);
+    // The token route is not guarded.
+    assert_eq!(post(&s, GOOD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_an_admin_token_admin_routes_need_it() {
+    let s =
+        server(DevServerArgs { admin_token: Some(Sensitive::new("adm1n-t0ken-value")), ..Default::default() }).await;
+    for path in ["/admin/stats", "/admin/fault"] {
+        assert_eq!(admin(&s, path, None).await, 401, "{path} without a token");
+        assert_eq!(admin(&s, path, Some("Basic YTpi")).await, 401, "{path} without a bearer token");
+        assert_eq!(admin(&s, path, Some("Bearer wrong")).await, 403, "{path} with a wrong token");
+        assert_eq!(admin(&s, path, Some("Bearer adm1n-t0ken-value-")).await, 403, "{path} with a longer token");
+    }
+    assert_eq!(admin(&s, "/admin/stats", Some("Bearer adm1n-t0ken-value")).await, 200);
+    assert_eq!(admin(&s, "/admin/fault", Some("Bearer adm1n-t0ken-value")).await, 204);
+    // Token requests and the protected API know nothing of the admin token.
+    assert_eq!(post(&s, GOOD).await.status(), 200);
+    assert_eq!(s.stats().faulted, 0);
+}
+
+#[test]
+fn debug_output_shows_no_client_secret_nor_admin_token() {
+    let cli = Cli::try_parse_from([
+        "groupdocs-token-operator",
+        "dev-server",
+        "--client",
+        "first-id:first-s3cret,second-id:second-s3cret",
+        "--client",
+        "no-colon-s3cret",
+        "--admin-token",
+        "adm1n-t0ken-value",
+    ])
+    .unwrap();
+    let groupdocs_token_operator::cli::Command::DevServer(args) = &cli.command else { panic!("dev-server") };
+    assert_eq!(args.admin_token.as_ref().map(Sensitive::expose), Some("adm1n-t0ken-value"));
+    for shown in [format!("{args:?}"), format!("{args:#?}"), format!("{cli:?}")] {
+        for secret in ["s3cret", "adm1n-t0ken-value"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("first-id") && shown.contains("second-id"), "client ids still shown: {shown}");
+    }
+    let defaults = format!("{:?}", DevServerArgs::default());
+    assert!(!defaults.contains("demo-client-secret"), "{defaults}");
+}
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_groupdocs-token-operator");
+
+/// Runs `cmd` with stderr piped until it exits, or until `enough` holds for what it wrote to
+/// stderr (then it is killed); fails the test after `deadline`. Returns the exit status
+/// (`None` when killed) and stderr.
+fn run_until(mut cmd: Command, deadline: Duration, enough: impl Fn(&str) -> bool) -> (Option<ExitStatus>, Vec<u8>) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(chunk) => out.extend(chunk),
+            // The pipe closed: the process has exited (or closed stderr).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Some(child.wait().unwrap()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if enough(&String::from_utf8_lossy(&out)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no outcome within {deadline:?}; stderr so far:\n{}", String::from_utf8_lossy(&out));
+        }
+    };
+    let _ = reader.join();
+    out.extend(rx.try_iter().flatten());
+    (status, out)
+}
+
+/// The operator's `run`, with a kubeconfig that points nowhere and nothing from the
+/// environment that could change the outcome.
+fn operator_run(kubeconfig: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(OPERATOR);
+    cmd.arg("run").args(args).env("KUBECONFIG", kubeconfig).env_remove("KUBERNETES_SERVICE_HOST");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("GDTO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn a_taken_metrics_or_probe_port_fails_start_up_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let busy = format!("127.0.0.1:{port}");
+    for (flag, other) in [("--metrics-addr", "--probe-addr"), ("--probe-addr", "--metrics-addr")] {
+        // A kubeconfig that does not exist: binding must fail before the client is built.
+        let cmd = operator_run(std::path::Path::new("/nonexistent/kubeconfig"), &[flag, &busy, other, "127.0.0.1:0"]);
+        let (status, stderr) = run_until(cmd, Duration::from_secs(60), |_| false);
+        let stderr = String::from_utf8_lossy(&stderr);
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("{flag} {busy}")) && stderr.contains("in use"), "{stderr}");
+        assert!(!stderr.contains("Kubernetes client"), "bound after building the client: {stderr}");
+    }
+    drop(taken);
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    // A kubeconfig whose API server is a closed port: the operator starts and logs, then
+    // fails to reach it; the test stops it once the start-up line is out.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: nowhere\n  cluster:\n    server: http://{closed}\n\
+             contexts:\n- name: nowhere\n  context:\n    cluster: nowhere\n    user: nobody\n\
+             users:\n- name: nobody\n  user: {{}}\ncurrent-context: nowhere\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = operator_run(
+        &kubeconfig,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--probe-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--log-level",
+            "info",
+        ],
+    );
+    // Colours would be wanted, were stderr a terminal.
+    cmd.env_remove("NO_COLOR").env("TERM", "xterm-256color").env("CLICOLOR_FORCE", "1");
+    let (_, stderr) = run_until(cmd, Duration::from_secs(60), |out| out.contains("starting groupdocs-token-operator"));
+    let text = String::from_utf8_lossy(&stderr);
+    assert!(text.contains("starting groupdocs-token-operator"), "{text}");
+    assert!(text.contains(" INFO "), "plain level names: {text}");
+    assert!(!stderr.windows(2).any(|w| w == b"\x1b["), "ANSI escape codes in: {text:?}");
 }
