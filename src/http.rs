@@ -16,10 +16,21 @@ use crate::metrics::Metrics;
 
 /// Readiness: true once every watch cache has synced (so reconciles see the cluster).
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Liveness: false once a controller has stopped, so the kubelet restarts the pod.
+pub type Liveness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-pub fn probes(readiness: Readiness) -> Router {
+pub fn probes(readiness: Readiness, liveness: Liveness) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                if liveness() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "a controller has stopped")
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(r): State<Readiness>| async move {
@@ -106,5 +117,26 @@ mod tests {
         );
         let e = std::io::Error::other("something odd");
         assert_eq!(bind_error("--probe-addr", addr, &e), "--probe-addr 192.0.2.1:80: something odd");
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_liveness_and_readyz_readiness() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        crate::install_crypto_provider();
+        let alive = Arc::new(AtomicBool::new(true));
+        let liveness: Liveness = {
+            let alive = alive.clone();
+            Arc::new(move || alive.load(Ordering::SeqCst))
+        };
+        let listener = bind("--probe-addr", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, probes(Arc::new(|| false), liveness), std::future::pending()));
+        let status = |path: &'static str| async move {
+            reqwest::get(format!("http://{addr}{path}")).await.unwrap().status().as_u16()
+        };
+        assert_eq!(status("/healthz").await, 200);
+        assert_eq!(status("/readyz").await, 503);
+        alive.store(false, Ordering::SeqCst);
+        assert_eq!(status("/healthz").await, 503, "a stopped controller is unhealthy");
     }
 }

@@ -64,10 +64,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             !role.is_leader() || (caches.len() == scopes && caches.iter().all(|c| c.synced.all()))
         })
     };
+    let liveness: http::Liveness = {
+        let shared = shared.clone();
+        Arc::new(move || shared.controllers_alive())
+    };
     let scrape_caches = caches.clone();
     let scrape_metrics = metrics.clone();
     let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock")));
-    tokio::spawn(http::serve(probe_listener, http::probes(readiness), signal.clone()));
+    tokio::spawn(http::serve(probe_listener, http::probes(readiness, liveness), signal.clone()));
     tokio::spawn(http::serve(metrics_listener, http::metrics(metrics.clone(), before_scrape), signal.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
     info!(

@@ -85,6 +85,10 @@ pub struct Shared {
     retries: Mutex<HashMap<String, Retry>>,
     /// How many controllers (one per watch scope) are still running, for `/healthz`.
     pub running: std::sync::atomic::AtomicUsize,
+    /// Every watch scope's caches, set before the controllers start.
+    scopes: OnceLock<Vec<Caches>>,
+    /// Set once the failures recorded in status are back in the budget.
+    restored: OnceLock<()>,
 }
 
 struct Retry {
@@ -93,6 +97,16 @@ struct Retry {
 }
 
 impl Shared {
+    /// False once a controller has stopped (for `/healthz`); true before they start (a standby).
+    pub fn controllers_alive(&self) -> bool {
+        self.scopes.get().is_none_or(|scopes| self.running.load(std::sync::atomic::Ordering::SeqCst) == scopes.len())
+    }
+
+    /// True once every watch scope's caches hold the whole cluster view.
+    fn all_synced(&self) -> bool {
+        self.scopes.get().is_some_and(|scopes| scopes.iter().all(|c| c.synced.all()))
+    }
+
     pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let events = Publisher::new(client.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
         Shared {
@@ -105,6 +119,8 @@ impl Shared {
             halt: CancellationToken::new(),
             retries: Mutex::default(),
             running: std::sync::atomic::AtomicUsize::new(0),
+            scopes: OnceLock::new(),
+            restored: OnceLock::new(),
         }
     }
 }
@@ -116,8 +132,6 @@ pub struct Context {
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
-    /// Set once the failures recorded in this scope's statuses are back in the budget.
-    restored: OnceLock<()>,
 }
 
 /// What the reconcile established about the token, before status is computed.
@@ -172,6 +186,20 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     result
 }
 
+/// Debug builds only (the e2e tests run them): `GDTO_FAULT_PANIC_CREDENTIAL=<namespace>/<name>`
+/// makes that credential's reconcile panic, to show that a bug hits one credential only.
+#[cfg(debug_assertions)]
+fn inject_panic_for_tests(cr: &GroupDocsCredential) {
+    if let Ok(target) = std::env::var("GDTO_FAULT_PANIC_CREDENTIAL")
+        && target == format!("{}/{}", namespace(cr), cr.name_any())
+    {
+        panic!("injected by GDTO_FAULT_PANIC_CREDENTIAL");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn inject_panic_for_tests(_: &GroupDocsCredential) {}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic
         .downcast_ref::<&str>()
@@ -207,11 +235,12 @@ async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: String) 
 }
 
 async fn reconcile_guarded(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.synced.all() {
+    if !ctx.shared.all_synced() {
         // The caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    ctx.restored.get_or_init(|| restore_budget(&ctx));
+    ctx.shared.restored.get_or_init(|| restore_budget(&ctx.shared));
+    inject_panic_for_tests(&cr);
     let started = Instant::now();
     if ctx.shared.writes.cache_is_behind(&cr.uid().unwrap_or_default(), cr.status.as_ref(), started) {
         return Ok(Action::requeue(Duration::from_millis(250)));
@@ -351,16 +380,16 @@ fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
     }
 }
 
-/// Puts the failures that this scope's statuses record for the last minute back into the
-/// failed-request budget, once, before this process sends its first request: a restarted or
-/// new leader must not spend a budget its predecessor already spent.
-fn restore_budget(ctx: &Context) {
+/// Puts the failures that the statuses of every watch scope record for the last minute back
+/// into the failed-request budget, once, before this process sends its first request: a
+/// restarted or new leader must not spend a budget its predecessor already spent.
+fn restore_budget(shared: &Shared) {
     let now = Timestamp::now();
     let mut restored = 0;
-    for cr in ctx.credentials.state() {
+    for cr in shared.scopes.get().into_iter().flatten().flat_map(|c| c.credentials.state()) {
         let Some(status) = cr.status.as_ref() else { continue };
         if let Some(at) = status.last_failure_time.as_ref().filter(|_| status.failed_attempts > 0) {
-            ctx.shared.broker.restore_failure(&cr.spec.token_url, &namespace(&cr), at.0, now);
+            shared.broker.restore_failure(&cr.spec.token_url, &namespace(&cr), at.0, now);
             restored += 1;
         }
     }
@@ -404,8 +433,7 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
     };
     // A new token from the broker, or (None) the one in place, which the cache knows only by its facts.
     let fresh = if refresh_request.is_some() || due {
-        if let Some(held) = held_by_status(cr, previous, &inputs, refresh_request.is_some(), now, &ctx.shared.settings)
-        {
+        if let Some(held) = held_by_status(cr, previous, &inputs, now, &ctx.shared.settings) {
             return Synced { refresh_throttled_until, ..Synced::failed(held, in_place) };
         }
         if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
@@ -469,7 +497,6 @@ fn held_by_status(
     cr: &GroupDocsCredential,
     previous: &GroupDocsCredentialStatus,
     inputs: &Inputs,
-    forced: bool,
     now: Timestamp,
     settings: &Settings,
 ) -> Option<Error> {
@@ -478,7 +505,7 @@ fn held_by_status(
     let plausible = failed_at <= now && retry_at <= schedule::add(failed_at, settings.max_hold);
     let unchanged = previous.observed_generation == cr.metadata.generation
         && previous.last_failure_client_secret_version.as_deref() == Some(&inputs.issued_for.client_secret_version);
-    if retry_at <= now || !plausible || !unchanged || forced && previous.failed_attempts == 0 {
+    if retry_at <= now || !plausible || !unchanged {
         return None;
     }
     let failing = previous
@@ -951,8 +978,13 @@ pub async fn run(
     } else {
         shared.settings.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    let controllers = scopes.into_iter().map(|scope| {
-        let (controller, caches) = controller_for(shared.clone(), scope.as_deref());
+    let built: Vec<_> = scopes.iter().map(|scope| controller_for(shared.clone(), scope.as_deref())).collect();
+    let all_caches = built.iter().map(|(_, caches)| caches.clone()).collect();
+    shared.running.fetch_add(built.len(), std::sync::atomic::Ordering::SeqCst);
+    if shared.scopes.set(all_caches).is_err() {
+        warn!("reconciler::run called twice on the same state; the first call's caches are used");
+    }
+    let controllers = built.into_iter().map(|(controller, caches)| {
         on_caches(caches.clone());
         let ctx = Arc::new(Context {
             shared: shared.clone(),
@@ -960,9 +992,7 @@ pub async fn run(
             client_secrets: caches.client_secrets,
             owned_secrets: caches.owned_secrets,
             synced: caches.synced,
-            restored: OnceLock::new(),
         });
-        shared.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let shared = shared.clone();
         controller
             .graceful_shutdown_on(shutdown.clone())
@@ -1118,12 +1148,12 @@ mod tests {
     fn a_failure_in_status_holds_until_its_retry_time_unless_something_changed() {
         let status = failed_status("InvalidClient", "2026-11-28T10:00:00Z", "2026-11-28T10:30:00Z");
         let now = t("2026-11-28T10:05:00Z");
-        let held = held_by_status(&credential(), &status, &inputs("7"), false, now, &settings()).unwrap();
+        let held = held_by_status(&credential(), &status, &inputs("7"), now, &settings()).unwrap();
         assert_eq!((held.reason(), held.retry_at()), ("InvalidClient", Some(t("2026-11-28T10:30:00Z"))));
         assert_eq!(held.to_string(), status.conditions[0].message, "the same message: no status write");
         assert!(held.is_stalled());
         let none = |status: &GroupDocsCredentialStatus, inputs: &Inputs, cr: &GroupDocsCredential, now| {
-            held_by_status(cr, status, inputs, false, now, &settings()).is_none()
+            held_by_status(cr, status, inputs, now, &settings()).is_none()
         };
         assert!(none(&status, &inputs("8"), &credential(), now), "a changed client Secret is retried at once");
         let mut edited = credential();

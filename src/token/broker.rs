@@ -204,7 +204,9 @@ impl<F: Fetch> Broker<F> {
     /// Counts a failure that an earlier process saw (from a credential's status) in the
     /// budget of `url`'s endpoint, if it falls within the last minute.
     pub fn restore_failure(&self, url: &str, tenant: &str, at: Timestamp, now: Timestamp) {
-        if at > now || now.duration_since(at) >= WINDOW {
+        // Status holds the reconcile's start, to the second; the request ended a little later.
+        let at = schedule::add(at, SignedDuration::from_secs(1)).min(now);
+        if now.duration_since(at) >= WINDOW {
             return;
         }
         let mut budgets = self.budgets.lock().expect("budgets lock");
