@@ -82,7 +82,9 @@ else
   kubectl apply --server-side -f crds/ >/dev/null
   kubectl wait --for=condition=Established --timeout=60s crd/groupdocscredentials.groupdocs.cloud >/dev/null
   echo "==> running the operator (log: .demo/operator.log)"
-  "$bin" run --allow-http-loopback --metrics-addr 127.0.0.1:18080 --probe-addr 127.0.0.1:18081 >"$state/operator.log" 2>&1 &
+  # The token server is listed like any endpoint; --allow-http-loopback only permits plain http.
+  "$bin" run --allowed-token-url "http://127.0.0.1:$port/" --allow-http-loopback \
+    --metrics-addr 127.0.0.1:18080 --probe-addr 127.0.0.1:18081 >"$state/operator.log" 2>&1 &
   echo $! >"$state/operator.pid"
 fi
 

@@ -1,8 +1,12 @@
 //! The HTTP side of a token request: OAuth 2.0 `client_credentials`, form-encoded.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+use crate::policy::TokenUrlPolicy;
 
 use super::broker::Fetch;
 use super::response::{self, Failure};
@@ -18,8 +22,8 @@ pub struct ClientConfig {
     pub auth: ClientAuth,
     /// PEM bundle of extra CA certificates trusted besides the system's.
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// Decides which resolved addresses a request may go to.
-    pub policy: Option<crate::policy::TokenUrlPolicy>,
+    /// Decides which resolved addresses a request may go to (see [`PolicyResolver`]).
+    pub policy: Option<TokenUrlPolicy>,
 }
 
 impl Default for ClientConfig {
@@ -37,12 +41,14 @@ impl Default for ClientConfig {
 pub struct HttpTokenClient {
     http: reqwest::Client,
     auth: ClientAuth,
-    policy: Option<crate::policy::TokenUrlPolicy>,
 }
 
 impl HttpTokenClient {
     /// Builds the client. Proxies come from `HTTPS_PROXY`/`NO_PROXY`; redirects are never
     /// followed (a redirected credential request could hand the secret to another host).
+    /// With a policy, names are resolved by a [`PolicyResolver`]: a name that resolves to an
+    /// address the policy refuses is never connected to. (Literal IPs are not resolved; the
+    /// policy's `check` judges them before a request is made.)
     pub fn new(config: &ClientConfig) -> Result<Self, String> {
         crate::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
@@ -56,28 +62,14 @@ impl HttpTokenClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(HttpTokenClient { http, auth: config.auth, policy: config.policy.clone() })
-    }
-
-    /// Refuses endpoints whose name resolves to an address the policy forbids. (The HTTP
-    /// client resolves again; a DNS answer that changes in between is not caught.)
-    async fn check_resolved(&self, url: &str) -> Result<(), Failure> {
-        let Some(policy) = &self.policy else { return Ok(()) };
-        let Ok(url) = url::Url::parse(url) else { return Ok(()) };
-        let (Some(url::Host::Domain(host)), Some(port)) = (url.host(), url.port_or_known_default()) else {
-            return Ok(());
-        };
-        // A failed lookup is left to the request itself, which reports it as unavailable.
-        let Ok(addrs) = tokio::net::lookup_host((host, port)).await else { return Ok(()) };
-        for addr in addrs {
-            policy.check_address(addr.ip()).map_err(|e| Failure::NotAllowed(format!("{host} resolves to {e}")))?;
+        if let Some(policy) = &config.policy {
+            builder = builder.dns_resolver(PolicyResolver::new(policy.clone(), config.connect_timeout));
         }
-        Ok(())
+        let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(HttpTokenClient { http, auth: config.auth })
     }
 
     async fn send(&self, req: &TokenRequest) -> Result<Token, Failure> {
-        self.check_resolved(&req.url).await?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         if let Some(scope) = req.scope.as_deref().filter(|s| !s.is_empty()) {
             form.push(("scope", scope));
@@ -122,7 +114,9 @@ fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// A transport error as text without the URL's query or anything request-specific.
+/// A transport error as text without the URL's query or anything request-specific. A name
+/// the [`PolicyResolver`] refused is [`Failure::NotAllowed`]; everything else is
+/// [`Failure::Unavailable`].
 fn transport_failure(e: &reqwest::Error) -> Failure {
     let kind = if e.is_timeout() {
         "timed out"
@@ -137,6 +131,11 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     let mut cause = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        match s.downcast_ref::<ResolveError>() {
+            Some(refused @ ResolveError::NotAllowed { .. }) => return Failure::NotAllowed(refused.to_string()),
+            Some(timed_out @ ResolveError::TimedOut { .. }) => return Failure::Unavailable(timed_out.to_string()),
+            Some(ResolveError::Lookup { .. }) | None => {}
+        }
         cause = s.to_string();
         source = s.source();
     }
@@ -144,5 +143,269 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
         Failure::Unavailable(kind.to_string())
     } else {
         Failure::Unavailable(format!("{kind}: {cause}"))
+    }
+}
+
+/// The token client's DNS resolver: `tokio::net::lookup_host` under a timeout, and the whole
+/// answer refused when any address in it is one the policy refuses
+/// ([`TokenUrlPolicy::check_address`]). Because reqwest connects to exactly these addresses,
+/// the address checked is the address connected to; a DNS answer that changes between a
+/// check and the connection cannot slip through.
+///
+/// The names of the configured proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, as reqwest
+/// reads them) are resolved without the check: a proxy is the administrator's choice and
+/// usually sits on a private address. Through a proxy, the proxy resolves the token host.
+#[derive(Clone, Debug)]
+pub struct PolicyResolver {
+    policy: TokenUrlPolicy,
+    timeout: Duration,
+    proxies: Arc<Vec<String>>,
+}
+
+/// Why [`PolicyResolver`] gave no addresses.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// An address in the answer is refused by the policy; `why` names it.
+    NotAllowed { host: String, why: String },
+    /// No answer within the timeout.
+    TimedOut { host: String, after: Duration },
+    /// The lookup itself failed (no such name, no DNS server...).
+    Lookup { host: String, source: std::io::Error },
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::NotAllowed { host, why } => write!(f, "{host} resolves to {why}"),
+            ResolveError::TimedOut { host, after } => {
+                write!(f, "the DNS lookup of {host} timed out after {}", seconds_or_millis(*after))
+            }
+            ResolveError::Lookup { host, .. } => write!(f, "the DNS lookup of {host} failed"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResolveError::Lookup { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn seconds_or_millis(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
+}
+
+impl PolicyResolver {
+    pub fn new(policy: TokenUrlPolicy, timeout: Duration) -> Self {
+        PolicyResolver { policy, timeout, proxies: Arc::new(proxy_hosts(|name| std::env::var(name).ok())) }
+    }
+
+    /// The addresses of `host` (port 0: reqwest sets the URL's), all of them allowed.
+    pub async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+        self.checked(host, tokio::net::lookup_host((host, 0))).await
+    }
+
+    /// [`PolicyResolver::lookup`] with the DNS query `query` (replaced in tests).
+    async fn checked<I: Iterator<Item = SocketAddr>>(
+        &self,
+        host: &str,
+        query: impl std::future::Future<Output = std::io::Result<I>>,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
+        let answer = tokio::time::timeout(self.timeout, query)
+            .await
+            .map_err(|_| ResolveError::TimedOut { host: host.to_string(), after: self.timeout })?
+            .map_err(|source| ResolveError::Lookup { host: host.to_string(), source })?;
+        let addrs: Vec<SocketAddr> = answer.collect();
+        if !self.proxies.iter().any(|p| p.eq_ignore_ascii_case(host.trim_end_matches('.'))) {
+            for addr in &addrs {
+                self.policy
+                    .check_address(addr.ip())
+                    .map_err(|why| ResolveError::NotAllowed { host: host.to_string(), why })?;
+            }
+        }
+        Ok(addrs)
+    }
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = resolver.lookup(&host).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Host names of the proxies reqwest takes from the environment (`var` reads a variable).
+fn proxy_hosts(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+        .iter()
+        .filter_map(|name| var(name))
+        .filter_map(|value| {
+            let value = value.trim();
+            let url = if value.contains("://") { value.to_string() } else { format!("http://{value}") };
+            match url::Url::parse(&url).ok()?.host()? {
+                // Addresses are never resolved; a non-http scheme's IP reads as a domain here.
+                url::Host::Domain(d) if d.parse::<std::net::IpAddr>().is_err() => {
+                    Some(d.trim_end_matches('.').to_ascii_lowercase())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::redact::Sensitive;
+
+    fn policy(prefix: &str, loopback: bool) -> TokenUrlPolicy {
+        TokenUrlPolicy::new(&[prefix.to_string()], loopback, false).unwrap()
+    }
+
+    /// A resolver that ignores the process's proxy variables.
+    fn resolver(loopback: bool, timeout: Duration) -> PolicyResolver {
+        PolicyResolver { policy: policy("https://api.groupdocs.cloud/", loopback), timeout, proxies: Arc::default() }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_loopback_unless_allowed() {
+        let err = resolver(false, Duration::from_secs(5)).lookup("localhost").await.unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::NotAllowed { host, why } if host == "localhost" && why.contains("loopback"))
+        );
+        assert!(err.to_string().starts_with("localhost resolves to "), "{err}");
+        assert!(err.to_string().contains("--allow-http-loopback"), "{err}");
+        let addrs = resolver(true, Duration::from_secs(5)).lookup("localhost").await.unwrap();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_internal_answers() {
+        for host in ["10.0.0.1", "169.254.169.254", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe"] {
+            let err = resolver(true, Duration::from_secs(5)).lookup(host).await.unwrap_err();
+            assert!(err.to_string().contains("--allow-private-networks"), "{host}: {err}");
+        }
+        let open = PolicyResolver {
+            policy: TokenUrlPolicy::new(&[], false, true).unwrap(),
+            timeout: Duration::from_secs(5),
+            proxies: Arc::default(),
+        };
+        assert_eq!(open.lookup("10.0.0.1").await.unwrap()[0].ip().to_string(), "10.0.0.1");
+        assert!(resolver(false, Duration::from_secs(5)).lookup("8.8.8.8").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn proxies_are_resolved_without_the_check() {
+        let mut r = resolver(false, Duration::from_secs(5));
+        r.proxies = Arc::new(vec!["localhost".to_string()]);
+        assert!(r.lookup("localhost").await.is_ok());
+        assert!(r.lookup("127.0.0.1").await.is_err(), "only the proxy's name");
+        let env = |name: &str| match name {
+            "HTTPS_PROXY" => Some("http://Squid.Egress.svc:3128".to_string()),
+            "http_proxy" => Some("proxy.example:8080".to_string()),
+            "ALL_PROXY" => Some("socks5://10.0.0.9:1080".to_string()),
+            _ => None,
+        };
+        assert_eq!(proxy_hosts(env), ["squid.egress.svc", "proxy.example"]);
+    }
+
+    #[tokio::test]
+    async fn a_slow_lookup_times_out() {
+        let r = resolver(true, Duration::from_millis(20));
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        let err = r.checked("slow.example", never).await.unwrap_err();
+        assert!(matches!(err, ResolveError::TimedOut { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "the DNS lookup of slow.example timed out after 20 ms");
+        let failed = r.checked("x.invalid", async {
+            Err::<std::vec::IntoIter<SocketAddr>, _>(std::io::Error::other("nxdomain"))
+        });
+        let err = failed.await.unwrap_err();
+        assert!(matches!(err, ResolveError::Lookup { .. }), "{err:?}");
+        assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "nxdomain");
+    }
+
+    fn request(url: String) -> TokenRequest {
+        TokenRequest {
+            url,
+            client_id: "id".to_string(),
+            client_secret: Sensitive::new("the-client-secret"),
+            scope: None,
+        }
+    }
+
+    /// Answers one token request on `listener` with a token `abc`.
+    async fn answer_once(listener: tokio::net::TcpListener) {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            assert!(n > 0, "the client closed the connection");
+        }
+        let body = r#"{"access_token":"abc","expires_in":3600,"token_type":"Bearer"}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(response.as_bytes()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_policy_never_connects_to_a_refused_name() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let prefix = format!("http://localhost:{port}/");
+        let url = format!("http://localhost:{port}/connect/token");
+
+        let strict =
+            HttpTokenClient::new(&ClientConfig { policy: Some(policy(&prefix, false)), ..ClientConfig::default() })
+                .unwrap();
+        let err = strict.fetch(&request(url.clone())).await.unwrap_err();
+        assert!(
+            matches!(&err, Failure::NotAllowed(m) if m.starts_with("localhost resolves to ") && m.contains("loopback")),
+            "{err:?}"
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was made");
+
+        // The same request with loopback allowed reaches the listener through the resolver.
+        let server = tokio::spawn(answer_once(listener));
+        let open =
+            HttpTokenClient::new(&ClientConfig { policy: Some(policy(&prefix, true)), ..ClientConfig::default() })
+                .unwrap();
+        let token = open.fetch(&request(url)).await.unwrap();
+        assert_eq!(token.access_token.expose(), "abc");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unknown_name_is_unavailable_not_refused() {
+        let client = HttpTokenClient::new(&ClientConfig {
+            policy: Some(policy("https://x/", false)),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let err = client.fetch(&request("https://no-such-host.invalid/connect/token".into())).await.unwrap_err();
+        assert!(matches!(&err, Failure::Unavailable(_)), "{err:?}");
     }
 }

@@ -48,11 +48,11 @@ pub fn parse(
     secret: &Sensitive,
 ) -> Result<Token, Failure> {
     match status {
-        200 => parse_success(body, crate::schedule::whole_seconds(now)),
+        200 => parse_success(body, crate::schedule::whole_seconds(now), secret),
         429 => {
             let until = retry_after::pause_until(retry_after, now);
             let detail = match retry_after {
-                Some(v) => format!("429 Too Many Requests (Retry-After: {})", printable(v, 64)),
+                Some(v) => format!("429 Too Many Requests (Retry-After: {})", quote(v, 64, secret)),
                 None => "429 Too Many Requests without Retry-After".to_string(),
             };
             Err(Failure::RateLimited { detail, until })
@@ -63,7 +63,9 @@ pub fn parse(
     }
 }
 
-fn parse_success(body: &[u8], now: Timestamp) -> Result<Token, Failure> {
+/// A 200 answer: the token and its lifetime, the earlier of `expires_in` and the JWT's `exp`
+/// claim when both are there.
+fn parse_success(body: &[u8], now: Timestamp, secret: &Sensitive) -> Result<Token, Failure> {
     let invalid = |msg: &str| Failure::InvalidResponse(msg.to_string());
     let body: Body = serde_json::from_slice(body).map_err(|_| invalid("the body is not a JSON object"))?;
     let access_token = match body.access_token {
@@ -81,42 +83,82 @@ fn parse_success(body: &[u8], now: Timestamp) -> Result<Token, Failure> {
         Some(other) => {
             return Err(Failure::InvalidResponse(format!(
                 "token_type {} is not Bearer",
-                printable(&other.to_string(), 32)
+                describe_value(&other, 32, secret)
             )));
         }
     };
-    let lifetime = match body.expires_in {
-        Some(v) => expires_in(&v)?,
-        // expires_in is authoritative; the JWT's own exp claim is the fallback.
-        None => jwt_exp(&access_token)
-            .map(|exp| exp.duration_since(now))
-            .filter(|d| d.is_positive() && *d <= MAX_LIFETIME)
-            .ok_or_else(|| invalid("expires_in is missing and the token carries no usable exp claim"))?,
+    let from_expires_in = body.expires_in.as_ref().map(|v| expires_in(v, secret)).transpose()?;
+    let from_exp = match jwt_exp(&access_token) {
+        Some(exp) if exp <= now => {
+            return Err(Failure::InvalidResponse(format!(
+                "the token's exp claim ({exp}) is not after the time of the answer ({now}): it is already expired"
+            )));
+        }
+        Some(exp) => Some(exp.duration_since(now)),
+        None => None,
+    };
+    let lifetime = match (from_expires_in, from_exp) {
+        (Some(expires_in), Some(exp)) => expires_in.min(exp),
+        (Some(expires_in), None) => expires_in,
+        (None, Some(exp)) if exp <= MAX_LIFETIME => exp,
+        (None, Some(_)) => {
+            return Err(Failure::InvalidResponse(format!(
+                "expires_in is missing and the token's exp claim is more than {} seconds away",
+                MAX_LIFETIME.as_secs()
+            )));
+        }
+        (None, None) => return Err(invalid("expires_in is missing and the token carries no usable exp claim")),
     };
     let expires_at = now.checked_add(lifetime).map_err(|_| invalid("expires_in is out of range"))?;
     Ok(Token { access_token: Sensitive::new(access_token), token_type, issued_at: now, expires_at })
 }
 
-fn expires_in(v: &serde_json::Value) -> Result<SignedDuration, Failure> {
-    let secs = v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64));
-    match secs {
-        Some(s) if s > 0 && s <= MAX_LIFETIME.as_secs() => Ok(SignedDuration::from_secs(s)),
-        Some(s) => {
-            Err(Failure::InvalidResponse(format!("expires_in {s} is outside 1..={} seconds", MAX_LIFETIME.as_secs())))
+/// `expires_in` in seconds: a JSON number with no fraction, or a string of one (`"3600"`),
+/// within `1..=MAX_LIFETIME`.
+fn expires_in(v: &serde_json::Value, secret: &Sensitive) -> Result<SignedDuration, Failure> {
+    /// `Some(Err(()))` for whole numbers beyond i64.
+    fn whole_seconds(v: &serde_json::Value) -> Option<Result<i64, ()>> {
+        match v {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(Ok)
+                .or_else(|| n.as_u64().map(|_| Err(())))
+                .or_else(|| n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0).map(|f| Ok(f as i64))),
+            serde_json::Value::String(s) => {
+                let t = s.trim();
+                let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some(t.parse::<i64>().map_err(|_| ()))
+            }
+            _ => None,
         }
+    }
+    match whole_seconds(v) {
+        Some(Ok(s)) if s > 0 && s <= MAX_LIFETIME.as_secs() => Ok(SignedDuration::from_secs(s)),
+        Some(_) => Err(Failure::InvalidResponse(format!(
+            "expires_in {} is outside 1..={} seconds",
+            describe_value(v, 32, secret),
+            MAX_LIFETIME.as_secs()
+        ))),
         None => Err(Failure::InvalidResponse(format!(
             "expires_in {} is not a whole number of seconds",
-            printable(&v.to_string(), 32)
+            describe_value(v, 32, secret)
         ))),
     }
 }
 
-/// The `exp` claim of a JWT, without verifying the signature (the issuer verifies it).
+/// The `exp` claim of a JWT, without verifying the signature (the issuer verifies it): a
+/// NumericDate, fractions cut off. `None` for anything else.
 pub fn jwt_exp(token: &str) -> Option<Timestamp> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Timestamp::from_second(claims.get("exp")?.as_i64()?).ok()
+    let exp = claims.get("exp")?;
+    let secs =
+        exp.as_i64().or_else(|| exp.as_f64().filter(|f| f.is_finite() && f.abs() < 1e15).map(|f| f.floor() as i64))?;
+    Timestamp::from_second(secs).ok()
 }
 
 fn describe_oauth_error(status: u16, body: &[u8], secret: &Sensitive) -> String {
@@ -131,21 +173,89 @@ fn oauth_suffix(body: &[u8], secret: &Sensitive) -> String {
     let mut out = String::new();
     if let Some(code) = err.error {
         out.push_str(": ");
-        out.push_str(&printable(&code, 64));
+        out.push_str(&quote(&code, 64, secret));
     }
     if let Some(desc) = err.error_description {
-        out.push_str(&format!(" ({})", printable(&desc, 200)));
+        out.push_str(&format!(" ({})", quote(&desc, 200, secret)));
     }
-    secret.scrub(&out)
+    // The pieces are clean; this catches a secret spread over two of them.
+    scrub(&out, secret)
 }
 
-/// A server's text made safe for a message: printable ASCII only, bounded length.
-fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(max).collect();
-    if s.chars().count() > max {
+/// A JSON value from the server for a message: a string quoted, a number or literal as is,
+/// an array or object by its kind only.
+fn describe_value(v: &serde_json::Value, max: usize, secret: &Sensitive) -> String {
+    match v {
+        serde_json::Value::String(s) => format!("\"{}\"", quote(s, max, secret)),
+        serde_json::Value::Array(_) => "(an array)".to_string(),
+        serde_json::Value::Object(_) => "(an object)".to_string(),
+        other => quote(&other.to_string(), max, secret),
+    }
+}
+
+/// A server's text made safe for a message. The client secret is scrubbed from the raw text
+/// first, so that cutting the text cannot leave part of it behind; then only printable ASCII
+/// is kept, scrubbed again (dropping a character can join the pieces of a secret), and the
+/// result is cut to `max` characters.
+fn quote(text: &str, max: usize, secret: &Sensitive) -> String {
+    let printable: String = scrub(text, secret).chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
+    let clean = scrub(&printable, secret);
+    let mut out: String = clean.chars().take(max).collect();
+    if clean.chars().count() > max {
         out.push('…');
     }
     out
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+/// `text` without the secret and the forms a server may echo it in: as sent in the form body
+/// (`application/x-www-form-urlencoded`, upper- or lower-case hex), percent-encoded with `%20`
+/// for spaces, and with the characters a message drops removed. Like [`Sensitive::scrub`],
+/// forms shorter than four characters are left alone. Replacing repeats until nothing is
+/// left; a text that keeps producing the secret is dropped.
+fn scrub(text: &str, secret: &Sensitive) -> String {
+    let needles = secret_forms(secret);
+    let mut out = secret.scrub(text);
+    for _ in 0..4 {
+        if !needles.iter().any(|n| out.contains(n.as_str())) {
+            return out;
+        }
+        for needle in &needles {
+            out = out.replace(needle.as_str(), REDACTED);
+        }
+    }
+    if needles.iter().any(|n| out.contains(n.as_str())) { String::new() } else { out }
+}
+
+fn secret_forms(secret: &Sensitive) -> Vec<String> {
+    let raw = secret.expose();
+    let form: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+    let percent = form.replace('+', "%20");
+    let lower_hex = |s: &str| {
+        // Lower-case only the two hex digits after each '%'.
+        let mut out = String::with_capacity(s.len());
+        let mut hex = 0;
+        for c in s.chars() {
+            if hex > 0 {
+                out.push(c.to_ascii_lowercase());
+                hex -= 1;
+            } else {
+                out.push(c);
+                if c == '%' {
+                    hex = 2;
+                }
+            }
+        }
+        out
+    };
+    let printable: String = raw.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
+    let mut forms = vec![raw.to_string(), lower_hex(&form), lower_hex(&percent), form, percent, printable];
+    forms.retain(|f| f.chars().count() >= 4);
+    // Longest first, so that a form containing another is replaced whole.
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    forms
 }
 
 #[cfg(test)]
@@ -193,7 +303,15 @@ mod tests {
             json!({"access_token": 5, "expires_in": 10}),
             json!({"access_token": "a", "expires_in": 0}),
             json!({"access_token": "a", "expires_in": -5}),
-            json!({"access_token": "a", "expires_in": "3600"}),
+            json!({"access_token": "a", "expires_in": "3600.5"}),
+            json!({"access_token": "a", "expires_in": "1h"}),
+            json!({"access_token": "a", "expires_in": ""}),
+            json!({"access_token": "a", "expires_in": "-5"}),
+            json!({"access_token": "a", "expires_in": "0"}),
+            json!({"access_token": "a", "expires_in": "99999999999999999999999"}),
+            json!({"access_token": "a", "expires_in": [3600]}),
+            json!({"access_token": "a", "expires_in": null}),
+            json!({"access_token": "a", "expires_in": 18446744073709551615_u64}),
             json!({"access_token": "a", "expires_in": 1e30}),
             json!({"access_token": "a", "expires_in": 999999999999_i64}),
             json!({"access_token": "a", "expires_in": 10, "token_type": "mac"}),
@@ -227,12 +345,147 @@ mod tests {
         let Err(Failure::InvalidClient(msg)) = err else { panic!() };
         assert!(!msg.contains("the-client-secret"), "{msg}");
     }
+
+    #[test]
+    fn expires_in_may_be_a_numeric_string() {
+        for (value, secs) in [(json!("3600"), 3600), (json!(" 3600 "), 3600), (json!("+60"), 60), (json!(3600.0), 3600)]
+        {
+            let t = parse_json(200, json!({"access_token": "abc", "expires_in": value})).unwrap();
+            assert_eq!(t.lifetime().as_secs(), secs, "{value}");
+        }
+        let Err(Failure::InvalidResponse(m)) = parse_json(200, json!({"access_token": "a", "expires_in": "soon"}))
+        else {
+            panic!()
+        };
+        assert_eq!(m, "expires_in \"soon\" is not a whole number of seconds");
+        let Err(Failure::InvalidResponse(m)) = parse_json(200, json!({"access_token": "a", "expires_in": "0"})) else {
+            panic!()
+        };
+        assert!(m.contains("outside 1..="), "{m}");
+    }
+
+    #[test]
+    fn the_earlier_of_expires_in_and_exp_wins() {
+        let soon = now().as_second() + 600;
+        let later = now().as_second() + 7200;
+        let t = parse_json(200, json!({"access_token": jwt_with_exp(soon), "expires_in": 3600})).unwrap();
+        assert_eq!(t.expires_at.as_second(), soon, "exp is earlier");
+        let t = parse_json(200, json!({"access_token": jwt_with_exp(later), "expires_in": 3600})).unwrap();
+        assert_eq!(t.lifetime().as_secs(), 3600, "expires_in is earlier");
+        let t = parse_json(200, json!({"access_token": jwt_with_exp(later), "expires_in": "1800"})).unwrap();
+        assert_eq!(t.lifetime().as_secs(), 1800);
+        // An exp beyond the bound does not matter when expires_in is within it.
+        let far = now().as_second() + 2 * MAX_LIFETIME.as_secs();
+        let t = parse_json(200, json!({"access_token": jwt_with_exp(far), "expires_in": 3600})).unwrap();
+        assert_eq!(t.lifetime().as_secs(), 3600);
+        let err = parse_json(200, json!({"access_token": jwt_with_exp(far)})).unwrap_err();
+        assert!(matches!(err, Failure::InvalidResponse(m) if m.contains("exp claim is more than")));
+        // A fractional NumericDate is cut to the second.
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let fractional = format!("{}.{}.sig", enc(json!({"alg":"none"})), enc(json!({"exp": soon as f64 + 0.75})));
+        assert_eq!(parse_json(200, json!({"access_token": fractional})).unwrap().expires_at.as_second(), soon);
+    }
+
+    #[test]
+    fn a_past_exp_is_an_invalid_response() {
+        for exp in [now().as_second() - 60, now().as_second()] {
+            for body in [
+                json!({"access_token": jwt_with_exp(exp), "expires_in": 3600}),
+                json!({"access_token": jwt_with_exp(exp)}),
+            ] {
+                let Err(Failure::InvalidResponse(m)) = parse_json(200, body) else { panic!("{exp}") };
+                assert!(m.contains("exp claim") && m.contains("already expired"), "{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_echoed_secret_cut_by_truncation_is_scrubbed() {
+        let secret = Sensitive::new("s3cr3t-value-0123456789");
+        for at in 180..205 {
+            let desc = format!("{}{}", "x".repeat(at), secret.expose());
+            let body = json!({"error": "invalid_client", "error_description": desc}).to_string();
+            let Err(Failure::InvalidClient(m)) = parse(401, None, body.as_bytes(), now(), &secret) else { panic!() };
+            assert!(!m.contains("s3cr3t-v"), "{at}: {m}");
+        }
+    }
+
+    #[test]
+    fn the_form_encoded_secret_is_scrubbed() {
+        let secret = Sensitive::new("p@ss w/rd+&=%x!");
+        let form: String = url::form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
+        assert_eq!(form, "p%40ss+w%2Frd%2B%26%3D%25x%21");
+        for echo in [
+            format!("grant_type=client_credentials&client_id=id&client_secret={form}"),
+            format!("client_secret={}", form.to_lowercase()),
+            format!("client_secret={}", form.replace('+', "%20")),
+            format!("raw {}", secret.expose()),
+        ] {
+            let body =
+                json!({"error": "invalid_request", "error_description": format!("cannot parse {echo}")}).to_string();
+            let Err(Failure::InvalidClient(m)) = parse(400, None, body.as_bytes(), now(), &secret) else { panic!() };
+            assert!(m.contains("[REDACTED]"), "{m}");
+            assert!(!m.to_lowercase().contains(&form.to_lowercase()) && !m.contains(secret.expose()), "{m}");
+            assert!(!m.contains("p%40ss"), "{m}");
+        }
+    }
+
+    #[test]
+    fn dropped_characters_cannot_join_a_secret() {
+        let secret = Sensitive::new("joined-secret");
+        let body =
+            json!({"error": "invalid_client", "error_description": "joined-\u{7}secret and joined\u{e9}-secret"});
+        let Err(Failure::InvalidClient(m)) = parse(401, None, body.to_string().as_bytes(), now(), &secret) else {
+            panic!()
+        };
+        assert!(!m.contains("joined-secret"), "{m}");
+    }
+
+    #[test]
+    fn retry_after_and_token_type_are_scrubbed() {
+        let secret = Sensitive::new("the-client-secret");
+        let header = format!("{}the-client-secret", "9".repeat(50));
+        let Err(Failure::RateLimited { detail, .. }) = parse(429, Some(&header), b"", now(), &secret) else { panic!() };
+        assert!(!detail.contains("the-clie"), "{detail}");
+        let body = json!({"access_token": "abc", "expires_in": 60, "token_type": format!("{}the-client-secret", "x".repeat(20))});
+        let Err(Failure::InvalidResponse(m)) = parse(200, None, body.to_string().as_bytes(), now(), &secret) else {
+            panic!()
+        };
+        assert!(m.starts_with("token_type \"") && !m.contains("the-clie"), "{m}");
+        let body = json!({"access_token": "abc", "expires_in": "the-client-secret"});
+        let Err(Failure::InvalidResponse(m)) = parse(200, None, body.to_string().as_bytes(), now(), &secret) else {
+            panic!()
+        };
+        assert!(!m.contains("the-client-secret") && m.contains("[REDACTED]"), "{m}");
+    }
 }
 
 #[cfg(test)]
 mod properties {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            (-1_000i64..40_000_000).prop_map(serde_json::Value::from),
+            (-1_000i64..40_000_000).prop_map(|n| serde_json::Value::from(n.to_string())),
+            "[ +-]?[0-9]{0,22}[ .]?[0-9]{0,3}".prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z]{0,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_800_000_000).unwrap()
@@ -275,6 +528,73 @@ mod properties {
             let err = parse(status, None, body.to_string().as_bytes(), now(), &Sensitive::new(secret.clone())).unwrap_err();
             let text = format!("{:?}", err);
             prop_assert!(!text.contains(&secret));
+        }
+
+        /// Whatever the server echoes and wherever a message cuts it, neither the secret nor
+        /// its form-encoded form appears, and no cut leaves a piece of it (8 characters or more).
+        #[test]
+        fn cut_secrets_never_echo(
+            secret in "[a-z0-9@/+&= %!]{8,32}",
+            before in "[A-Z.,:;_-]{0,260}",
+            after in "[A-Z.,:;_-]{0,40}",
+            form in 0..4usize,
+            place in 0..4usize,
+        ) {
+            prop_assume!(secret.trim().len() >= 8);
+            let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let echo = match form {
+                0 => secret.clone(),
+                1 => encoded.clone(),
+                2 => encoded.replace('+', "%20"),
+                _ => format!("{secret}&client_secret={encoded}"),
+            };
+            let text = format!("{before}{echo}{after}");
+            let sensitive = Sensitive::new(secret.clone());
+            let err = match place {
+                0 => parse(400, None, json!({"error": text, "error_description": text}).to_string().as_bytes(), now(), &sensitive),
+                1 => parse(503, None, json!({"error": "x", "error_description": text}).to_string().as_bytes(), now(), &sensitive),
+                2 => parse(429, Some(&text), b"", now(), &sensitive),
+                _ => parse(200, None, json!({"access_token": "a", "expires_in": 5, "token_type": text}).to_string().as_bytes(), now(), &sensitive),
+            }.unwrap_err();
+            let message = format!("{err:?}");
+            prop_assert!(!message.contains(&secret), "{message}");
+            prop_assert!(!message.contains(&encoded), "{message}");
+            let lower = message.to_lowercase();
+            for piece in [&secret[..8], &encoded[..8]] {
+                prop_assert!(!lower.contains(&piece.to_lowercase()), "{piece:?} in {message}");
+            }
+        }
+
+        /// `expires_in` of any JSON value: no panic, and an accepted value is within bounds
+        /// and agrees with the number it spells.
+        #[test]
+        fn expires_in_of_any_value(v in json_value()) {
+            if let Ok(d) = expires_in(&v, &Sensitive::default()) {
+                prop_assert!(d.is_positive() && d <= MAX_LIFETIME);
+                match &v {
+                    serde_json::Value::Number(n) => prop_assert_eq!(n.as_f64(), Some(d.as_secs() as f64)),
+                    serde_json::Value::String(s) => prop_assert_eq!(s.trim().parse::<i64>().ok(), Some(d.as_secs())),
+                    other => prop_assert!(false, "accepted {other}"),
+                }
+            }
+        }
+
+        #[test]
+        fn expires_in_of_any_string(s in any::<String>()) {
+            if let Ok(d) = expires_in(&serde_json::Value::String(s.clone()), &Sensitive::default()) {
+                prop_assert!(d.is_positive() && d <= MAX_LIFETIME);
+                prop_assert_eq!(s.trim().parse::<i64>().ok(), Some(d.as_secs()));
+            }
+        }
+
+        #[test]
+        fn expires_in_of_numeric_strings(n in any::<i64>(), pad in "[ \t]{0,2}") {
+            let result = expires_in(&serde_json::Value::String(format!("{pad}{n}{pad}")), &Sensitive::default());
+            if n > 0 && n <= MAX_LIFETIME.as_secs() {
+                prop_assert_eq!(result, Ok(SignedDuration::from_secs(n)));
+            } else {
+                prop_assert!(matches!(result, Err(Failure::InvalidResponse(m)) if m.contains("outside")));
+            }
         }
     }
 }

@@ -157,15 +157,41 @@ impl Operator {
     }
 }
 
-/// Shorter timings than production, unless a test sets them itself.
-fn test_defaults(extra: &[&str]) -> Vec<&'static str> {
+/// Shorter timings than production, unless a test sets them itself; and, unless a test lists
+/// its own `--allowed-token-url`, the default prefix plus every token server this test binary
+/// started through [`Env::new`] (see [`allow_token_server`]): loopback URLs need a listed
+/// prefix like any other, `--allow-http-loopback` only permits plain http on them.
+fn test_defaults(extra: &[&str]) -> Vec<String> {
     let mut args = Vec::new();
     for (flag, value) in [("--min-refresh-interval", "1s"), ("--max-backoff", "4s")] {
         if !extra.iter().any(|a| a.starts_with(flag)) {
-            args.extend([flag, value]);
+            args.extend([flag.to_string(), value.to_string()]);
         }
     }
+    if !extra.iter().any(|a| a.starts_with("--allowed-token-url")) {
+        let mut allowed = vec![groupdocs_token_operator::policy::DEFAULT_ALLOWED.to_string()];
+        allowed.extend(TOKEN_SERVERS.lock().unwrap().iter().cloned());
+        args.push(format!("--allowed-token-url={}", allowed.join(",")));
+    }
     args
+}
+
+/// Origins (`http://127.0.0.1:<port>/`, and the https one when it serves TLS) of the token
+/// servers started in this test binary. Tests run in parallel, so an operator may use the
+/// servers of other tests too; all are local development servers.
+static TOKEN_SERVERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Lists `dev` for the operators started from now on without their own
+/// `--allowed-token-url`. [`Env::new`] does this for the test's own server.
+pub fn allow_token_server(dev: &DevServer) {
+    let mut origins = vec![format!("http://{}/", dev.addr())];
+    origins.extend(dev.tls_token_url().map(|url| url.trim_end_matches("connect/token").to_string()));
+    let mut servers = TOKEN_SERVERS.lock().unwrap();
+    for origin in origins {
+        if !servers.contains(&origin) {
+            servers.push(origin);
+        }
+    }
 }
 
 impl Drop for Operator {
@@ -193,6 +219,7 @@ impl Env {
         let meta = ObjectMeta { name: Some(ns.clone()), ..Default::default() };
         namespaces.create(&PostParams::default(), &Namespace { metadata: meta, ..Default::default() }).await.unwrap();
         let dev = DevServer::start(dev_args).await.expect("start the token server");
+        allow_token_server(&dev);
         Env { client, ns, dev, operator: None, operator_args: Mutex::new(Vec::new()) }
     }
 
