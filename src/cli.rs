@@ -72,7 +72,8 @@ pub struct RunArgs {
     /// Token URL prefix that credentials may use (repeatable).
     #[arg(long = "allowed-token-url", env = "GDTO_ALLOWED_TOKEN_URL", value_delimiter = ',', default_value = crate::policy::DEFAULT_ALLOWED)]
     pub allowed_token_urls: Vec<String>,
-    /// Accept plain http token URLs on 127.0.0.1, ::1 and localhost (development only).
+    /// Accept plain http token URLs on 127.0.0.1, ::1 and localhost (development only); they
+    /// must still fall under an `--allowed-token-url` prefix.
     #[arg(long, env = "GDTO_ALLOW_HTTP_LOOPBACK")]
     pub allow_http_loopback: bool,
     /// Allow token endpoints on private, link-local or otherwise internal addresses (refused

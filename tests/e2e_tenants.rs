@@ -280,6 +280,8 @@ async fn e2e_a_rate_limited_credential_writes_no_status_while_it_waits() {
     for i in 0..pokes {
         env.annotate("limited", "example.com/poke", &i.to_string()).await;
         reconciles = support::wait_reconciles(op, reconciles, 1, Duration::from_secs(20)).await;
+        // Paced, to measure a rate over time rather than a burst.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let took = started.elapsed();
     let writes = metric(&op.metrics().await, "groupdocs_token_operator_status_writes_total") - writes_before;

@@ -84,7 +84,7 @@ async fn main() {
         let tokens_before = dev.stats().token_requests;
         let watch = watch_ready(&admin, &ns, n);
         let started = Instant::now();
-        let mut op = Operator::start(&operator_bin, &sa_kubeconfig, &ns, &dir);
+        let mut op = Operator::start(&operator_bin, &sa_kubeconfig, &ns, &dir, &dev);
         let cpu_before = 0.0;
         let ready_at = watch.await;
         let all_ready = started.elapsed();
@@ -111,7 +111,7 @@ async fn main() {
         let api_before = api_requests(&cp);
         let tokens_before = dev.stats().token_requests;
         let restarted = Instant::now();
-        let op = Operator::start(&operator_bin, &sa_kubeconfig, &ns, &dir);
+        let op = Operator::start(&operator_bin, &sa_kubeconfig, &ns, &dir, &dev);
         op.wait_reconciled(n).await;
         row.restart_s = restarted.elapsed().as_secs_f64();
         row.restart_peak_rss_mib = op.peak_rss_mib();
@@ -570,7 +570,8 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(bin: &Path, kubeconfig: &Path, ns: &str, dir: &Path) -> Operator {
+    /// `dev` is the token server: loopback URLs, like any other, need an allowed prefix.
+    fn start(bin: &Path, kubeconfig: &Path, ns: &str, dir: &Path, dev: &DevServer) -> Operator {
         let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (metrics_port, probe_port) = (port(), port());
         // Logs outlive the control plane's directory, for a look after the run.
@@ -598,6 +599,7 @@ impl Operator {
         let child = command
             .process_group(0)
             .args(["run", "--watch-namespace", ns, "--allow-http-loopback"])
+            .arg(format!("--allowed-token-url=http://{}/", dev.addr()))
             .args(["--log-level", &std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into())])
             .args([
                 "--metrics-addr",
@@ -761,7 +763,7 @@ async fn renewal_wave(
     create_client_secrets(admin, ns, clients).await;
     create_credentials(admin, ns, n, clients, &dev).await;
     let ready = watch_ready(admin, ns, n);
-    let mut op = Operator::start(bin, sa_kubeconfig, ns, dir);
+    let mut op = Operator::start(bin, sa_kubeconfig, ns, dir, &dev);
     ready.await;
     eprintln!("bench: wave: {n} Ready; watching {} s", 2 * lifetime.as_secs());
 

@@ -352,7 +352,9 @@ pub fn invalid_client_hold(
     match valid_until {
         Some(expiry) if expiry > now => {
             let remaining = expiry.duration_since(now);
-            (remaining / INVALID_CLIENT_SHARE_OF_REMAINING).max(MIN_HOLD).min(configured)
+            // Whole seconds: the hold is quoted in the condition message.
+            let share = SignedDuration::from_secs((remaining / INVALID_CLIENT_SHARE_OF_REMAINING).as_secs());
+            share.max(MIN_HOLD).min(configured)
         }
         _ => configured,
     }
