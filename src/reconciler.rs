@@ -169,21 +169,37 @@ struct Inputs {
 /// Reconciles one credential. A panic (a bug) fails only this credential: it is reported as
 /// `Stalled`/`InternalError` and the process and every other credential carry on.
 pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let halt = ctx.shared.halt.clone();
-    let attempt = AssertUnwindSafe(reconcile_guarded(cr.clone(), ctx.clone())).catch_unwind();
-    let result = tokio::select! {
-        biased;
-        () = halt.cancelled() => return Ok(Action::await_change()),
-        result = attempt => result,
-    };
-    let result = match result {
-        Ok(result) => result,
-        Err(panic) => report_panic(&cr, &ctx, panic_message(panic.as_ref())).await,
+    let result = match guarded(reconcile_guarded(cr.clone(), ctx.clone()), &ctx.shared.halt).await {
+        Guarded::Done(result) => result,
+        Guarded::Panicked(message) => report_panic(&cr, &ctx, message).await,
+        Guarded::Halted => return Ok(Action::await_change()),
     };
     if result.is_ok() {
         recovered(&cr, &ctx);
     }
     result
+}
+
+/// How a [`guarded`] future ended.
+#[derive(Debug, PartialEq)]
+enum Guarded<T> {
+    Done(T),
+    /// It panicked, with this message.
+    Panicked(String),
+    /// `halt` was cancelled first; the future was dropped where it stood.
+    Halted,
+}
+
+/// Runs `future`, turning a panic into a value and stopping at once when `halt` is cancelled.
+async fn guarded<T>(future: impl std::future::Future<Output = T>, halt: &CancellationToken) -> Guarded<T> {
+    tokio::select! {
+        biased;
+        () = halt.cancelled() => Guarded::Halted,
+        result = AssertUnwindSafe(future).catch_unwind() => match result {
+            Ok(value) => Guarded::Done(value),
+            Err(panic) => Guarded::Panicked(panic_message(panic.as_ref())),
+        },
+    }
 }
 
 /// Debug builds only (the e2e tests run them): `GDTO_FAULT_PANIC_CREDENTIAL=<namespace>/<name>`
@@ -339,9 +355,14 @@ async fn restart_workloads(
     wait
 }
 
+/// How long until `t`: at least a second, and at most a day (a reconcile then simply plans
+/// again), so no time in a Secret or status can ask the scheduler for an absurd wait.
 fn requeue_after(t: Timestamp, now: Timestamp) -> Duration {
-    Duration::try_from(t.duration_since(now).max(SignedDuration::from_secs(1))).unwrap_or(Duration::from_secs(1))
+    let wait = t.duration_since(now).clamp(SignedDuration::from_secs(1), MAX_REQUEUE);
+    Duration::try_from(wait).unwrap_or(Duration::from_secs(1))
 }
+
+const MAX_REQUEUE: SignedDuration = SignedDuration::from_hours(24);
 
 /// Called when `reconcile` itself fails (Kubernetes API errors while writing status): retries
 /// with exponential backoff and jitter, and logs once per new error rather than per retry
@@ -1188,6 +1209,29 @@ mod tests {
         assert_eq!(trusted_times(facts.clone(), &other).expires_at, facts.expires_at);
     }
 
+    #[tokio::test]
+    async fn a_guarded_future_reports_panics_and_stops_on_halt() {
+        let halt = CancellationToken::new();
+        assert_eq!(guarded(async { 7 }, &halt).await, Guarded::Done(7));
+        let panicking = async {
+            let far = Timestamp::MAX;
+            #[allow(clippy::unnecessary_literal_unwrap)]
+            let _ = far.checked_add(SignedDuration::from_secs(1)).expect("timestamp overflow");
+        };
+        match guarded(panicking, &halt).await {
+            Guarded::Panicked(message) => assert!(message.contains("timestamp overflow"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let stop = halt.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let started = Instant::now();
+        assert_eq!(guarded(std::future::pending::<()>(), &halt).await, Guarded::Halted);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     #[test]
     fn panic_messages_are_bounded_and_printable() {
         let long = "x\n".repeat(500);
@@ -1198,6 +1242,34 @@ mod tests {
         assert_eq!(panic_message(boxed.as_ref()), "overflow");
         let boxed: Box<dyn std::any::Any + Send> = Box::new(42);
         assert_eq!(panic_message(boxed.as_ref()), "a panic without a message");
+    }
+
+    proptest::proptest! {
+        /// Whatever times a status holds (edited by hand, or restored from an old backup),
+        /// deciding holds, trusting times and requeueing never panic.
+        #[test]
+        fn status_times_never_panic(
+            retry in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            failed in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            expires in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            issued in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            now in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+        ) {
+            let at = |s| Timestamp::from_second(s).unwrap();
+            let mut status = failed_status("RateLimited", "2026-11-28T10:00:00Z", "2026-11-28T10:00:00Z");
+            status.conditions[0].type_ = conditions::RECONCILING.into();
+            status.next_retry_time = Some(Time(at(retry)));
+            status.last_failure_time = Some(Time(at(failed)));
+            if let Some(held) = held_by_status(&credential(), &status, &inputs("7"), at(now), &settings()) {
+                let until = held.retry_at().unwrap();
+                proptest::prop_assert!(until > at(now) && until <= schedule::add(at(failed), settings().max_hold));
+            }
+            let facts = TokenFacts { fingerprint: "fp".into(), token_type: "Bearer".into(), issued_at: at(issued), expires_at: at(expires) };
+            let trusted = trusted_times(facts, &GroupDocsCredentialStatus { token_fingerprint: Some("fp".into()), expires_at: Some(Time(at(retry))), ..Default::default() });
+            proptest::prop_assert!(trusted.issued_at <= trusted.expires_at);
+            let wait = requeue_after(at(retry), at(now));
+            proptest::prop_assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(86400));
+        }
     }
 
     #[test]
