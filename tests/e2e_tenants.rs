@@ -65,6 +65,18 @@ async fn wait_renewals(client: &Client, ns: &str, name: &str, n: usize, deadline
     .await
 }
 
+/// Where the figures go besides stdout (captured by the test harness), so that `.ci/run`
+/// can print them: `target/tmp/e2e_tenants_report.txt`.
+const REPORT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/e2e_tenants_report.txt");
+
+fn report(line: &str) {
+    use std::io::Write as _;
+    println!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(REPORT) {
+        let _ = writeln!(f, "e2e_tenants: {line}");
+    }
+}
+
 /// A value of the operator's /metrics (first sample of `name`), 0 when absent.
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -248,13 +260,13 @@ async fn e2e_a_restart_storm_keeps_broken_credentials_within_the_budget() {
     let samples = samples.lock().unwrap().clone();
     let last = samples.last().unwrap().1.clone();
     let max = max_rejections_per_minute(&samples);
-    println!(
+    report(&format!(
         "restart storm: 30 broken credentials in 3 namespaces, 5 kills in {:.0} s; token endpoint saw {} rejections in {:.0} s, at most {max} in any minute, {} answered 429",
         storm.as_secs_f64(),
         last.rejected,
         samples.last().unwrap().0.duration_since(samples[0].0).as_secs_f64(),
         last.rate_limited,
-    );
+    ));
     assert!(last.rejected >= 8, "the broken credentials were tried: {}", last.rejected);
     assert!(max <= 10, "at most the budget (10) per minute, saw {max}");
     assert_eq!(last.rate_limited, 0, "the endpoint never entered its cooldown");
@@ -285,11 +297,11 @@ async fn e2e_a_rate_limited_credential_writes_no_status_while_it_waits() {
     }
     let took = started.elapsed();
     let writes = metric(&op.metrics().await, "groupdocs_token_operator_status_writes_total") - writes_before;
-    println!(
+    report(&format!(
         "rate limited: {writes} status writes in {pokes} reconciles over {:.0} s ({:.1} per minute)",
         took.as_secs_f64(),
         writes as f64 * 60.0 / took.as_secs_f64()
-    );
+    ));
     assert_eq!(writes, 0, "no status write while waiting out the pause");
     assert_eq!(env.credentials().get("limited").await.unwrap().status, status_before);
     assert_eq!(env.dev.stats().token_requests, 1, "one request, then the pause");
