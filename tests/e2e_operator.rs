@@ -9,7 +9,7 @@ use groupdocs_token_operator::devserver::{DevServerArgs, Fault};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{Env, wait_for};
+use support::{Env, reconciles, wait_for, wait_reconciles};
 
 const SECS_30: Duration = Duration::from_secs(30);
 
@@ -77,10 +77,13 @@ async fn e2e_credential_gets_a_token_secret_and_ready() {
         reqwest::get(format!("http://127.0.0.1:{}/healthz", env.operator.as_ref().unwrap().probe_port)).await.unwrap();
     assert_eq!(probe.status(), 200);
 
-    // Idle: a no-op reconcile writes nothing. The Secret's resourceVersion stays put.
+    // Idle: a no-op reconcile writes nothing. The Secret's resourceVersion stays put once the
+    // reconcile the annotation triggers has run.
     let rv = env.secrets().get("viewer-token").await.unwrap().metadata.resource_version;
+    let op = env.operator.as_ref().unwrap();
+    let looked = reconciles(op).await;
     env.annotate("viewer", "unrelated", "poke").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_reconciles(op, looked, 1, SECS_30).await;
     assert_eq!(env.secrets().get("viewer-token").await.unwrap().metadata.resource_version, rv);
     assert_eq!(env.dev.stats().token_requests, 1);
     env.cleanup().await;
@@ -88,18 +91,20 @@ async fn e2e_credential_gets_a_token_secret_and_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_renews_before_expiry_with_short_lifetimes() {
-    let env = env_with("renew", DevServerArgs { expires_in: 6, ..Default::default() }).await;
+    let env = env_with("renew", DevServerArgs { expires_in: 9, ..Default::default() }).await;
     env.create_credential("short", "gd-client", json!({})).await;
     env.wait_ready("short").await;
     let first = env.token_in("short-token").await.unwrap();
     let first_exp = env.credentials().get("short").await.unwrap().status.unwrap().expires_at.unwrap().0;
-    // Renewal is due with a third of the lifetime left: about 4 s after issue.
+    // Renewal is due with a third of the lifetime left: about 6 s after issue.
     let renewed =
         wait_for("a renewed token", SECS_30, || async { env.token_in("short-token").await.filter(|t| *t != first) })
             .await;
-    assert!(jiff::Timestamp::now() < first_exp, "renewed before the old token expired");
     assert!(env.dev.accepts(&renewed));
     env.wait_condition("short", "Ready", "True", "TokenRenewed", SECS_30).await;
+    // When the operator renewed (its own record, not when this test happened to look).
+    let renewed_at = env.credentials().get("short").await.unwrap().status.unwrap().last_refresh_time.unwrap().0;
+    assert!(renewed_at < first_exp, "renewed at {renewed_at}, before the old token expired at {first_exp}");
     env.cleanup().await;
 }
 
@@ -109,7 +114,8 @@ async fn e2e_429_retry_after_is_honoured_and_ready_stays_true() {
     env.create_credential("limited", "gd-client", json!({})).await;
     env.wait_ready("limited").await;
     let token = env.token_in("limited-token").await.unwrap();
-    env.dev.set_fault(Fault::TooManyRequests { retry_after: Some("6".into()) });
+    // A pause long enough that the checks below run inside it, however loaded the machine.
+    env.dev.set_fault(Fault::TooManyRequests { retry_after: Some("20".into()) });
     env.annotate("limited", "groupdocs.cloud/refresh-requested-at", "1").await;
     let rec = env.wait_condition("limited", "Reconciling", "True", "RateLimited", SECS_30).await;
     assert!(rec.message.contains("not before"), "{}", rec.message);
@@ -121,10 +127,15 @@ async fn e2e_429_retry_after_is_honoured_and_ready_stays_true() {
     let after_429 = env.dev.stats().token_requests;
     assert_eq!(after_429, 2);
 
-    // Watch events inside the pause must not cause requests.
+    // Watch events inside the pause must not cause requests: once the reconcile they trigger
+    // has run, still no request.
+    let op = env.operator.as_ref().unwrap();
+    let looked = reconciles(op).await;
     env.annotate("limited", "poke", "1").await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_reconciles(op, looked, 1, Duration::from_secs(15)).await;
+    let until = status.rate_limited_until.unwrap().0;
+    assert!(jiff::Timestamp::now() < until, "the check ran inside the pause (until {until})");
     assert_eq!(env.dev.stats().token_requests, after_429, "no request before Retry-After");
 
     env.dev.set_fault(Fault::None);
@@ -145,8 +156,8 @@ async fn e2e_invalid_client_is_stalled_until_the_secret_is_rotated() {
     assert!(!stalled.message.contains("wrong-secret"), "{}", stalled.message);
     assert_eq!(env.dev.stats().rejected, 1);
     env.put_client_secret("bad-client", "demo-client-id", "demo-client-secret", true).await;
-    env.wait_condition("bad", "Ready", "True", "TokenIssued", Duration::from_secs(10)).await;
-    env.wait_condition("bad", "Stalled", "False", "TokenIssued", Duration::from_secs(10)).await;
+    env.wait_condition("bad", "Ready", "True", "TokenIssued", SECS_30).await;
+    env.wait_condition("bad", "Stalled", "False", "TokenIssued", SECS_30).await;
     env.cleanup().await;
 }
 
@@ -287,16 +298,7 @@ async fn e2e_restart_with_valid_tokens_sends_no_request() {
         reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(|_| ())
     })
     .await;
-    wait_for("reconciles after restart", SECS_30, || async {
-        let text = op.metrics().await;
-        let ok = text
-            .lines()
-            .find_map(|l| l.strip_prefix("groupdocs_token_operator_reconciles_total{result=\"Ok\"} "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        (ok >= 3).then_some(())
-    })
-    .await;
+    support::wait_reconciles_where(op, |r| r == "Ok", 0, 3, SECS_30).await;
     assert_eq!(env.dev.stats().token_requests, 1, "valid tokens are reused after a restart");
     for (i, before) in versions.iter().enumerate() {
         let rv = env.secrets().get(&format!("r{i}-token")).await.unwrap().metadata.resource_version;
@@ -352,9 +354,12 @@ async fn e2e_force_refresh_annotation_renews_exactly_once() {
         (s.last_refresh_request.as_deref() == Some("2026-11-28T10:00:00Z")).then_some(())
     })
     .await;
-    // Other events do not renew again for the same value.
+    // Other events do not renew again for the same value: not once the reconcile the poke
+    // triggers has run.
+    let op = env.operator.as_ref().unwrap();
+    let looked = reconciles(op).await;
     env.annotate("forced", "poke", "1").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_reconciles(op, looked, 1, SECS_30).await;
     assert_eq!(env.token_in("forced-token").await.unwrap(), second);
     assert_eq!(env.dev.stats().token_requests, 2, "exactly one new token");
     env.cleanup().await;
@@ -379,17 +384,52 @@ async fn e2e_plain_manifests_rbac_suffices() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_client_side_request_rate_still_converges() {
+async fn e2e_kube_api_qps_spreads_the_writes_and_still_converges() {
+    const CREDENTIALS: usize = 10;
+    const QPS: u32 = 2;
     let mut env = Env::new("qps", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
-    // Two requests a second: five credentials need about fifteen writes plus the lists.
-    env.start_operator(&["--kube-api-qps", "2"]);
-    for i in 0..5 {
-        env.create_credential(&format!("q{i}"), "gd-client", json!({})).await;
+    // All there before the operator starts: without a limit, their writes land within moments.
+    let names: Vec<String> = (0..CREDENTIALS).map(|i| format!("q{i}")).collect();
+    for name in &names {
+        env.create_credential(name, "gd-client", json!({})).await;
     }
-    for i in 0..5 {
-        env.wait_ready(&format!("q{i}")).await;
+    env.start_operator(&["--kube-api-qps", &QPS.to_string()]);
+    for name in &names {
+        env.wait_condition(name, "Ready", "True", "TokenIssued", Duration::from_secs(120)).await;
     }
     assert_eq!(env.dev.stats().token_requests, 1);
+
+    // When the operator's writes landed, by the API server's clock: each target Secret's
+    // creation and each credential's last status write (besides an event per credential).
+    let mut landed = Vec::new();
+    for name in &names {
+        let secret = env.secrets().get(&format!("{name}-token")).await.unwrap();
+        landed.push(secret.metadata.creation_timestamp.unwrap().0);
+        let cr = env.credentials().get(name).await.unwrap();
+        let status_write = cr
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.manager.as_deref() == Some("groupdocs-token-operator"))
+            .filter(|f| f.subresource.as_deref() == Some("status"))
+            .find_map(|f| f.time)
+            .unwrap_or_else(|| panic!("{name}: no status write by the operator"));
+        landed.push(status_write.0);
+    }
+    // The limit allows QPS requests per window of a second: 2 x CREDENTIALS writes fill at
+    // least 10 windows, so more than 8 s pass from the first to the last being sent. Whole
+    // seconds and the first write's latency take up to 2 s off, and 1 s of margin: 5 s.
+    // Load only spreads the writes further; without the limit they land within a second or two.
+    let first = landed.iter().min().unwrap();
+    let last = landed.iter().max().unwrap();
+    let spread = last.duration_since(*first).as_secs();
+    let floor = (2 * CREDENTIALS as i64) / i64::from(QPS) - 5;
+    assert!(
+        spread >= floor,
+        "{} writes landed within {spread} s; at {QPS} requests a second they need at least {floor} s",
+        landed.len()
+    );
     env.cleanup().await;
 }

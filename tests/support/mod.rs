@@ -373,3 +373,58 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// The sum of `groupdocs_token_operator_reconciles_total` in a /metrics text, over the
+/// results (`Ok` or a condition reason) that `include` accepts; 0 when there is none yet.
+pub fn reconciles_in(metrics: &str, include: impl Fn(&str) -> bool) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("groupdocs_token_operator_reconciles_total{result=\"")?;
+            let (result, value) = rest.split_once("\"} ")?;
+            let value = value.split_whitespace().next()?;
+            include(result)
+                .then(|| value.parse::<u64>().ok().or_else(|| value.parse::<f64>().ok().map(|v| v as u64)))?
+        })
+        .sum()
+}
+
+/// Reconciles the operator has finished so far, all results.
+pub async fn reconciles(op: &Operator) -> u64 {
+    reconciles_in(&op.metrics().await, |_| true)
+}
+
+/// Reconciles the operator has finished so far, with a result that `include` accepts.
+pub async fn reconciles_where(op: &Operator, include: impl Fn(&str) -> bool) -> u64 {
+    reconciles_in(&op.metrics().await, include)
+}
+
+/// Waits until the operator has finished at least `k` reconciles since the count was `since`
+/// ([`reconciles`]): proof that it looked, before a test asserts that nothing happened.
+/// Returns the new count; panics with the log tail after `deadline`.
+pub async fn wait_reconciles(op: &Operator, since: u64, k: u64, deadline: Duration) -> u64 {
+    wait_reconciles_where(op, |_| true, since, k, deadline).await
+}
+
+/// [`wait_reconciles`] counting only results that `include` accepts.
+pub async fn wait_reconciles_where(
+    op: &Operator,
+    include: impl Fn(&str) -> bool,
+    since: u64,
+    k: u64,
+    deadline: Duration,
+) -> u64 {
+    let start = Instant::now();
+    loop {
+        let now = reconciles_where(op, &include).await;
+        if now >= since + k {
+            return now;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {k} reconciles since {since} (now {now})\noperator log tail:\n{}",
+            tail(&op.logs(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
