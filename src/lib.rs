@@ -26,6 +26,13 @@ pub mod writes;
 
 pub use error::{Error, Result};
 
+/// Locks `m`, recovering from poisoning: the state behind every shared lock here stays valid
+/// between statements, so a panic elsewhere (caught per reconcile) must not turn every later
+/// lock into another panic.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One rustls crypto provider (ring) for both kube and reqwest, so one TLS stack is built.
 pub fn install_crypto_provider() {
     // Fails only when a provider is already installed, which is what we want.

@@ -46,7 +46,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             SecretAccessArg::Watch => SecretAccess::Watch,
             SecretAccessArg::Get => SecretAccess::Get { recheck: args.recheck_interval },
         },
-        max_hold: args.invalid_client_retry.max(retry_after::MAX_PAUSE).max(args.max_backoff),
+        // Status records the failure at the reconcile's start, the retry time from the answer:
+        // allow for the request's own duration between them.
+        max_hold: args.invalid_client_retry.max(retry_after::MAX_PAUSE).max(args.max_backoff)
+            + jiff::SignedDuration::try_from(args.http.token_request_timeout).unwrap_or_default()
+            + jiff::SignedDuration::from_secs(2),
     };
     let shared = Arc::new(Shared::new(client, broker, metrics.clone(), settings));
 
@@ -60,7 +64,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let caches = caches.clone();
         let role = role.clone();
         Arc::new(move || {
-            let caches = caches.lock().expect("caches lock");
+            let caches = crate::lock(&caches);
             !role.is_leader() || (caches.len() == scopes && caches.iter().all(|c| c.synced.all()))
         })
     };
@@ -70,7 +74,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     };
     let scrape_caches = caches.clone();
     let scrape_metrics = metrics.clone();
-    let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &scrape_caches.lock().expect("caches lock")));
+    let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &crate::lock(&scrape_caches)));
     tokio::spawn(http::serve(probe_listener, http::probes(readiness, liveness), signal.clone()));
     tokio::spawn(http::serve(metrics_listener, http::metrics(metrics.clone(), before_scrape), signal.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
@@ -84,7 +88,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     );
     let on_caches = {
         let caches = caches.clone();
-        move |c: Caches| caches.lock().expect("caches lock").push(c)
+        move |c: Caches| crate::lock(&caches).push(c)
     };
     let mut leadership = None;
     if args.leader_elect {
@@ -159,6 +163,7 @@ async fn prune_periodically(shared: Arc<Shared>) {
         tokio::time::sleep(Duration::from_secs(600)).await;
         shared.broker.prune(Timestamp::now());
         shared.writes.prune(std::time::Instant::now());
+        shared.prune_retries(std::time::Instant::now());
     }
 }
 

@@ -171,13 +171,44 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// A URL made safe to quote in status and events: control characters dropped, any user info
+/// (`user:password@`) replaced, at most 256 characters.
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(256).collect()
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    without_userinfo(&clean).chars().take(256).collect()
+}
+
+/// `scheme://user:pw@host/...` as `scheme://***@host/...`, also for text that does not parse
+/// as a URL (the authority ends at the first `/`, `?` or `#` after `://`).
+fn without_userinfo(s: &str) -> String {
+    let Some(start) = s.find("://").map(|i| i + 3) else { return s.to_string() };
+    let authority_end = s[start..].find(['/', '?', '#']).map_or(s.len(), |i| start + i);
+    match s[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..start], &s[start + at..]),
+        None => s.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_urls_never_carry_credentials() {
+        let p = TokenUrlPolicy::new(&[DEFAULT_ALLOWED.to_string()], false, false).unwrap();
+        for raw in [
+            "https://client:s3cr3t@api.groupdocs.cloud/connect/token",
+            "https://client:s3cr3t@evil.example/x",
+            "https://client:s3cr3t@bad host/x",
+            "http://:s3cr3t@[::1/",
+        ] {
+            let err = p.check(raw).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
+        assert_eq!(without_userinfo("https://a:b@h/p@q"), "https://***@h/p@q");
+        assert_eq!(without_userinfo("no scheme a:b@h"), "no scheme a:b@h");
+    }
 
     fn policy(loopback: bool) -> TokenUrlPolicy {
         TokenUrlPolicy::new(&[DEFAULT_ALLOWED.to_string()], loopback, false).unwrap()

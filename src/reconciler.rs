@@ -89,17 +89,27 @@ pub struct Shared {
     scopes: OnceLock<Vec<Caches>>,
     /// Set once the failures recorded in status are back in the budget.
     restored: OnceLock<()>,
+    started: Instant,
 }
+
+/// The longest one watch scope waits for the others to sync before it starts.
+const WAIT_FOR_OTHER_SCOPES: Duration = Duration::from_secs(30);
 
 struct Retry {
     attempts: u32,
     last_error: String,
+    at: Instant,
 }
 
 impl Shared {
     /// False once a controller has stopped (for `/healthz`); true before they start (a standby).
     pub fn controllers_alive(&self) -> bool {
         self.scopes.get().is_none_or(|scopes| self.running.load(std::sync::atomic::Ordering::SeqCst) == scopes.len())
+    }
+
+    /// Forgets failed reconciles not retried for an hour (their credentials were deleted).
+    pub fn prune_retries(&self, now: Instant) {
+        crate::lock(&self.retries).retain(|_, r| now.duration_since(r.at) < Duration::from_secs(3600));
     }
 
     /// True once every watch scope's caches hold the whole cluster view.
@@ -121,6 +131,7 @@ impl Shared {
             running: std::sync::atomic::AtomicUsize::new(0),
             scopes: OnceLock::new(),
             restored: OnceLock::new(),
+            started: Instant::now(),
         }
     }
 }
@@ -251,9 +262,14 @@ async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: String) 
 }
 
 async fn reconcile_guarded(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.shared.all_synced() {
-        // The caches are still filling: wait rather than act on a partial view.
+    if !ctx.synced.all() {
+        // This scope's caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if !ctx.shared.all_synced() && ctx.shared.started.elapsed() < WAIT_FOR_OTHER_SCOPES {
+        // The budget is restored from every scope's statuses before the first request; a scope
+        // that cannot sync (its RBAC removed by a tenant) delays the others only this long.
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     ctx.shared.restored.get_or_init(|| restore_budget(&ctx.shared));
     inject_panic_for_tests(&cr);
@@ -371,9 +387,13 @@ pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Contex
     ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
     let text = error.to_string();
     let attempts = {
-        let mut retries = ctx.shared.retries.lock().expect("retries lock");
-        let retry =
-            retries.entry(cr.uid().unwrap_or_default()).or_insert(Retry { attempts: 0, last_error: String::new() });
+        let mut retries = crate::lock(&ctx.shared.retries);
+        let retry = retries.entry(cr.uid().unwrap_or_default()).or_insert(Retry {
+            attempts: 0,
+            last_error: String::new(),
+            at: Instant::now(),
+        });
+        retry.at = Instant::now();
         retry.attempts = retry.attempts.saturating_add(1);
         if retry.last_error != text {
             warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed; retrying with backoff");
@@ -392,7 +412,7 @@ const ERROR_BACKOFF_CAP: SignedDuration = SignedDuration::from_mins(5);
 
 /// A reconcile succeeded: forget its failures, and say so once if there were any.
 fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
-    let mut retries = ctx.shared.retries.lock().expect("retries lock");
+    let mut retries = crate::lock(&ctx.shared.retries);
     if retries.is_empty() {
         return;
     }
@@ -407,10 +427,12 @@ fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
 fn restore_budget(shared: &Shared) {
     let now = Timestamp::now();
     let mut restored = 0;
-    for cr in shared.scopes.get().into_iter().flatten().flat_map(|c| c.credentials.state()) {
+    let synced = shared.scopes.get().into_iter().flatten().filter(|c| c.synced.all());
+    for cr in synced.flat_map(|c| c.credentials.state()) {
         let Some(status) = cr.status.as_ref() else { continue };
         if let Some(at) = status.last_failure_time.as_ref().filter(|_| status.failed_attempts > 0) {
-            shared.broker.restore_failure(&cr.spec.token_url, &namespace(&cr), at.0, now);
+            let count = u32::try_from(status.failed_attempts).unwrap_or(u32::MAX);
+            shared.broker.restore_failures(&cr.spec.token_url, &namespace(&cr), at.0, count, now);
             restored += 1;
         }
     }
@@ -467,7 +489,12 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
             renew_before: inputs.renew_before,
             force: refresh_request.is_some(),
             min_interval,
-            valid_until: in_place.as_ref().map(|t| t.expires_at),
+            // Only a token status recorded makes a client count as working (a tenant can write
+            // a token Secret, but not the status).
+            valid_until: in_place
+                .as_ref()
+                .filter(|t| previous.token_fingerprint.as_deref() == Some(t.fingerprint.as_str()))
+                .map(|t| t.expires_at),
         };
         match ctx.shared.broker.token(&inputs.request, want, &namespace(cr)).await {
             Ok(issued) => Some(issued.token),

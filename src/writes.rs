@@ -35,13 +35,13 @@ impl RecentWrites {
     /// Records the Secret as the API server returned it after our create or update.
     pub fn wrote_secret(&self, secret: &Secret, now: Instant) {
         if let Some(rv) = secret.metadata.resource_version.clone() {
-            self.secrets.lock().expect("writes lock").insert(key(&secret.metadata), (rv, now));
+            crate::lock(&self.secrets).insert(key(&secret.metadata), (rv, now));
         }
     }
 
     /// Whether `secret` is the watch showing a write of ours (each write is matched once).
     pub fn is_own_secret_write(&self, secret: &ObjectMeta) -> bool {
-        let mut secrets = self.secrets.lock().expect("writes lock");
+        let mut secrets = crate::lock(&self.secrets);
         let key = key(secret);
         let own = secrets.get(&key).is_some_and(|(rv, _)| Some(rv) == secret.resource_version.as_ref());
         if own {
@@ -52,12 +52,12 @@ impl RecentWrites {
 
     /// Records `status` as the API server returned it after our write.
     pub fn wrote(&self, uid: &str, status: Option<&GroupDocsCredentialStatus>, now: Instant) {
-        self.by_uid.lock().expect("writes lock").insert(uid.to_string(), (digest(status), now));
+        crate::lock(&self.by_uid).insert(uid.to_string(), (digest(status), now));
     }
 
     /// Whether the cached `status` predates a status this process wrote.
     pub fn cache_is_behind(&self, uid: &str, status: Option<&GroupDocsCredentialStatus>, now: Instant) -> bool {
-        let mut by_uid = self.by_uid.lock().expect("writes lock");
+        let mut by_uid = crate::lock(&self.by_uid);
         let Some((written, at)) = by_uid.get(uid).copied() else {
             return false;
         };
@@ -70,12 +70,12 @@ impl RecentWrites {
 
     /// Forgets writes the cache had time to show, for credentials not reconciled since.
     pub fn prune(&self, now: Instant) {
-        self.by_uid.lock().expect("writes lock").retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
-        self.secrets.lock().expect("writes lock").retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
+        crate::lock(&self.by_uid).retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
+        crate::lock(&self.secrets).retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
     }
 
     pub fn len(&self) -> usize {
-        self.by_uid.lock().expect("writes lock").len() + self.secrets.lock().expect("writes lock").len()
+        crate::lock(&self.by_uid).len() + crate::lock(&self.secrets).len()
     }
 
     pub fn is_empty(&self) -> bool {

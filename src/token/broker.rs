@@ -196,27 +196,32 @@ impl<F: Fetch> Broker<F> {
     /// leader change), so that it holds even though this process never saw the 429.
     pub fn honour_pause(&self, req: &TokenRequest, until: Timestamp) {
         let key = pause_key(&self.key(req));
-        let mut pauses = self.pauses.lock().expect("pauses lock");
+        let mut pauses = crate::lock(&self.pauses);
         let entry = pauses.entry(key).or_insert(until);
         *entry = (*entry).max(until);
     }
 
-    /// Counts a failure that an earlier process saw (from a credential's status) in the
-    /// budget of `url`'s endpoint, if it falls within the last minute.
-    pub fn restore_failure(&self, url: &str, tenant: &str, at: Timestamp, now: Timestamp) {
+    /// Counts `count` failures that an earlier process saw (from a credential's status: its
+    /// last failure and the failures since its last success) in the budget of `url`'s
+    /// endpoint, if the last one falls within the last minute. All are counted at the last
+    /// one's time, which can only make the budget stricter than it was.
+    pub fn restore_failures(&self, url: &str, tenant: &str, at: Timestamp, count: u32, now: Timestamp) {
         // Status holds the reconcile's start, to the second; the request ended a little later.
         let at = schedule::add(at, SignedDuration::from_secs(1)).min(now);
         if now.duration_since(at) >= WINDOW {
             return;
         }
-        let mut budgets = self.budgets.lock().expect("budgets lock");
+        let mut budgets = crate::lock(&self.budgets);
         let budget = budgets.entry(endpoint(url)).or_default();
-        budget.record_failure(Used { at, user: User { tenant: tenant.into(), healthy: false } });
+        let count = count.min(self.config.failed_request_budget);
+        for _ in 0..count {
+            budget.record_failure(Used { at, user: User { tenant: tenant.into(), healthy: false } });
+        }
     }
 
     /// Forgets clients with nothing worth keeping (expired tokens, no pending block).
     pub fn prune(&self, now: Timestamp) {
-        let mut slots = self.slots.lock().expect("slots lock");
+        let mut slots = crate::lock(&self.slots);
         slots.retain(|_, slot| {
             Arc::strong_count(slot) > 1
                 || slot.try_lock().map_or(true, |s| {
@@ -224,8 +229,8 @@ impl<F: Fetch> Broker<F> {
                         || s.blocked.as_ref().and_then(Error::retry_at).is_some_and(|t| t > now)
                 })
         });
-        self.pauses.lock().expect("pauses lock").retain(|_, until| *until > now);
-        let mut budgets = self.budgets.lock().expect("budgets lock");
+        crate::lock(&self.pauses).retain(|_, until| *until > now);
+        let mut budgets = crate::lock(&self.budgets);
         budgets.retain(|_, b| {
             b.forget_old(now);
             !b.is_empty()
@@ -245,12 +250,12 @@ impl<F: Fetch> Broker<F> {
     }
 
     fn slot(&self, key: &SlotKey) -> Arc<tokio::sync::Mutex<Slot>> {
-        let mut slots = self.slots.lock().expect("slots lock");
+        let mut slots = crate::lock(&self.slots);
         slots.entry(key.clone()).or_default().clone()
     }
 
     fn check_pause(&self, key: &SlotKey, now: Timestamp) -> Result<(), Error> {
-        let pauses = self.pauses.lock().expect("pauses lock");
+        let pauses = crate::lock(&self.pauses);
         match pauses.get(&pause_key(key)) {
             Some(until) if *until > now => Err(Error::RateLimited {
                 detail: "the token endpoint answered 429 Too Many Requests for this client".to_string(),
@@ -263,7 +268,7 @@ impl<F: Fetch> Broker<F> {
 
     fn reserve_budget(&self, req: &TokenRequest, user: &User, now: Timestamp) -> Result<(), Error> {
         let limit = self.config.failed_request_budget as usize;
-        let mut budgets = self.budgets.lock().expect("budgets lock");
+        let mut budgets = crate::lock(&self.budgets);
         let budget = budgets.entry(endpoint(&req.url)).or_default();
         budget.forget_old(now);
         match budget.admit(user, limit) {
@@ -291,7 +296,7 @@ impl<F: Fetch> Broker<F> {
     }
 
     fn settle_budget(&self, req: &TokenRequest, user: &User, failed: bool, now: Timestamp) {
-        let mut budgets = self.budgets.lock().expect("budgets lock");
+        let mut budgets = crate::lock(&self.budgets);
         let budget = budgets.entry(endpoint(&req.url)).or_default();
         if let Some(i) = budget.in_flight.iter().position(|u| u == user) {
             budget.in_flight.swap_remove(i);
@@ -329,7 +334,7 @@ impl<F: Fetch> Broker<F> {
             }
             Failure::RateLimited { detail, until } => {
                 let until = schedule::ceil_seconds(until);
-                let mut pauses = self.pauses.lock().expect("pauses lock");
+                let mut pauses = crate::lock(&self.pauses);
                 let entry = pauses.entry(pause_key(key)).or_insert(until);
                 *entry = (*entry).max(until);
                 Error::RateLimited { detail, until, by: Limit::Endpoint }
@@ -749,12 +754,16 @@ mod tests {
         let b = broker_with_budget(Scripted::ok(), 10);
         let now = Timestamp::now();
         for i in 0..10 {
-            b.restore_failure(&req("a").url, &format!("ns-{i}"), now - SignedDuration::from_secs(i), now);
+            b.restore_failures(&req("a").url, &format!("ns-{i}"), now - SignedDuration::from_secs(i), 1, now);
         }
-        b.restore_failure(&req("a").url, "old", now - SignedDuration::from_secs(90), now);
+        b.restore_failures(&req("a").url, "old", now - SignedDuration::from_secs(90), 5, now);
         let err = b.token(&req("a"), Want::default(), "ns").await.unwrap_err().error;
         assert_eq!(err.reason(), "RateLimited");
         assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 0);
+        // One credential that failed three times since its last success counts three times.
+        let b = broker_with_budget(Scripted::ok(), 10);
+        b.restore_failures(&req("a").url, "ns", now - SignedDuration::from_secs(5), 3, now);
+        assert_eq!(crate::lock(&b.budgets).values().map(|b| b.failures.len()).sum::<usize>(), 3);
     }
 
     #[tokio::test]

@@ -228,6 +228,24 @@ fn scrub(text: &str, secret: &Sensitive) -> String {
     if needles.iter().any(|n| out.contains(n.as_str())) { String::new() } else { out }
 }
 
+/// What the secret looks like inside any base64 text that contains it, such as an echoed
+/// `Authorization: Basic base64(id:secret)` header: whatever precedes it, its bytes start at
+/// one of three offsets within a 3-byte group, and from the next group boundary on their
+/// encoding is fixed. (At most the two bytes before that boundary stay encoded around it.)
+fn base64_forms(bytes: &[u8]) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms = Vec::new();
+    for skip in 0..3.min(bytes.len()) {
+        let rest = &bytes[skip..];
+        let whole = &rest[..rest.len() / 3 * 3];
+        if whole.len() >= 6 {
+            forms.push(STANDARD_NO_PAD.encode(whole));
+            forms.push(URL_SAFE_NO_PAD.encode(whole));
+        }
+    }
+    forms
+}
+
 fn secret_forms(secret: &Sensitive) -> Vec<String> {
     let raw = secret.expose();
     let form: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
@@ -250,7 +268,9 @@ fn secret_forms(secret: &Sensitive) -> Vec<String> {
         out
     };
     let printable: String = raw.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
-    let mut forms = vec![raw.to_string(), lower_hex(&form), lower_hex(&percent), form, percent, printable];
+    let mut forms = vec![raw.to_string(), lower_hex(&form), lower_hex(&percent), form.clone(), percent, printable];
+    forms.extend(base64_forms(raw.as_bytes()));
+    forms.extend(base64_forms(form.as_bytes()));
     forms.retain(|f| f.chars().count() >= 4);
     // Longest first, so that a form containing another is replaced whole.
     forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -337,6 +357,22 @@ mod tests {
         assert!(
             matches!(limited, Err(Failure::RateLimited { until, .. }) if until.duration_since(now()).as_secs() == 42)
         );
+    }
+
+    #[test]
+    fn an_echoed_basic_authorization_is_scrubbed() {
+        use base64::engine::general_purpose::STANDARD;
+        let secret = "the-client-secret-0123";
+        for id in ["a", "ab", "abc", "client-id"] {
+            let header = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+            let body = json!({"error": "invalid_client", "error_description": format!("you sent {header}")});
+            let err = parse(401, None, body.to_string().as_bytes(), now(), &Sensitive::new(secret)).unwrap_err();
+            let Failure::InvalidClient(msg) = err else { panic!() };
+            let encoded = STANDARD.encode(format!("{id}:{secret}"));
+            // No run of 8 characters of the encoded credentials survives beyond the id's part.
+            let leaked = (8..encoded.len()).any(|i| msg.contains(&encoded[i - 8..i]) && i > id.len() * 4 / 3 + 8);
+            assert!(!leaked, "{id}: {msg}");
+        }
     }
 
     #[test]
