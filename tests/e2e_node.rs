@@ -496,7 +496,13 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
         (ready.trim() == "True").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Proof that it looked: its own reconcile counter, read through the API server's proxy.
+    let metrics_path = format!("/api/v1/namespaces/{SYSTEM_NS}/pods/{new_leader}:8080/proxy/metrics");
+    wait_for("the new leader's first reconciles", Duration::from_secs(60), || async {
+        let metrics = kubectl_ok(&["get", "--raw", &metrics_path]).ok()?;
+        (support::reconciles_in(&metrics, |result| result == "Ok") >= 1).then_some(())
+    })
+    .await;
     assert_eq!(dev.stats().token_requests, requests, "the new leader requested a token it already had");
     force_refresh("after-failover");
     wait_for("a renewal by the new leader", Duration::from_secs(30), || async {
