@@ -2,10 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use jiff::SignedDuration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
 
 /// Default token endpoint, as GroupDocs documents it.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.groupdocs.cloud/connect/token";
@@ -204,11 +208,71 @@ impl GroupDocsCredential {
     }
 }
 
+/// A spec checked once, with its fields parsed: what a reconcile works from. The CRD's schema
+/// already refuses most bad specs, but CRDs applied by hand may be old, so the operator checks
+/// everything it relies on itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    pub target_name: String,
+    pub renew_before: Option<SignedDuration>,
+    /// `spec.scope` when not empty.
+    pub scope: Option<String>,
+}
+
+impl GroupDocsCredential {
+    /// Checks the spec and parses each field once; the error names the field.
+    pub fn validate(&self) -> Result<ValidSpec, Error> {
+        let spec = &self.spec;
+        let renew_before = spec
+            .renew_before
+            .as_deref()
+            .map(crate::schedule::parse_duration)
+            .transpose()
+            .map_err(|e| Error::InvalidSpec(format!("spec.renewBefore: {e}")))?;
+        let target_name = self.target_name();
+        validate_names(self, &target_name)?;
+        if let Some(scope) = &spec.scope
+            && scope.chars().any(|c| c.is_control())
+        {
+            return Err(Error::InvalidSpec("spec.scope contains control characters".into()));
+        }
+        Ok(ValidSpec { target_name, renew_before, scope: spec.scope.clone().filter(|s| !s.is_empty()) })
+    }
+}
+
+fn validate_names(cr: &GroupDocsCredential, target: &str) -> Result<(), Error> {
+    if !is_dns_subdomain(target) {
+        return Err(Error::InvalidSpec(format!(
+            "target Secret name {target:?} is not a valid Secret name (lowercase letters, digits, '-' and '.', at most 253)"
+        )));
+    }
+    let client = &cr.spec.client_secret_ref.name;
+    if !is_dns_subdomain(client) {
+        return Err(Error::InvalidSpec(format!("spec.clientSecretRef.name {client:?} is not a valid Secret name")));
+    }
+    if client == target {
+        return Err(Error::InvalidSpec(format!(
+            "spec.clientSecretRef.name and the target Secret are both {target:?}; the token would overwrite the credentials"
+        )));
+    }
+    Ok(())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// The CRD as YAML, as `groupdocs-token-operator crd` prints it and `crds/` holds it.
-pub fn crd_yaml() -> String {
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
     use kube::CustomResourceExt;
-    let crd = GroupDocsCredential::crd();
-    serde_yaml_ng::to_string(&crd).expect("the CRD serialises")
+    serde_yaml_ng::to_string(&GroupDocsCredential::crd())
 }
 
 #[cfg(test)]
@@ -230,24 +294,56 @@ mod tests {
     #[test]
     fn committed_crd_is_current() {
         let committed = include_str!("../crds/groupdocs.cloud_groupdocscredentials.yaml");
-        assert!(committed == crd_yaml(), "crds/ is stale: run `make crds` and commit the result");
+        assert!(committed == crd_yaml().unwrap(), "crds/ is stale: run `make crds` and commit the result");
     }
 
     #[test]
     fn the_charts_crd_is_current() {
         let chart =
             include_str!("../deploy/helm/groupdocs-token-operator/files/groupdocs.cloud_groupdocscredentials.yaml");
-        assert!(chart == crd_yaml(), "the chart's CRD is stale: run `make crds` and commit the result");
+        assert!(chart == crd_yaml().unwrap(), "the chart's CRD is stale: run `make crds` and commit the result");
     }
 
     #[test]
     fn crd_has_list_map_conditions_and_printer_columns() {
-        let yaml = crd_yaml();
+        let yaml = crd_yaml().unwrap();
         assert!(yaml.contains("x-kubernetes-list-type: map"));
         for col in ["Ready", "Reason", "Expires", "Age"] {
             assert!(yaml.contains(&format!("name: {col}")), "missing printer column {col}");
         }
         assert!(yaml.contains("- gdc"));
         assert!(yaml.contains("- groupdocs"));
+    }
+    #[test]
+    fn secret_names_are_validated() {
+        assert!(is_dns_subdomain("viewer-token"));
+        assert!(is_dns_subdomain("a.b-c"));
+        for bad in ["", "Upper", "-x", "x-", "a..b", "a_b", &"x".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validate_parses_each_field_once_and_names_the_field() {
+        let spec = |v: serde_json::Value| -> GroupDocsCredential {
+            let mut cr = GroupDocsCredential::new("viewer", serde_json::from_value(v).unwrap());
+            cr.metadata.namespace = Some("apps".into());
+            cr
+        };
+        let ok = spec(serde_json::json!({"clientSecretRef": {"name": "c"}, "renewBefore": "1h30m", "scope": ""}))
+            .validate()
+            .unwrap();
+        assert_eq!(ok.renew_before, Some(SignedDuration::from_mins(90)));
+        assert_eq!((ok.target_name.as_str(), ok.scope), ("viewer-token", None));
+        for (bad, field) in [
+            (serde_json::json!({"clientSecretRef": {"name": "c"}, "renewBefore": "soon"}), "spec.renewBefore"),
+            (serde_json::json!({"clientSecretRef": {"name": "C"}}), "spec.clientSecretRef.name"),
+            (serde_json::json!({"clientSecretRef": {"name": "c"}, "target": {"name": "c"}}), "would overwrite"),
+            (serde_json::json!({"clientSecretRef": {"name": "c"}, "scope": "a\nb"}), "spec.scope"),
+        ] {
+            let err = spec(bad.clone()).validate().unwrap_err();
+            assert_eq!(err.reason(), "InvalidSpec");
+            assert!(err.to_string().contains(field), "{bad}: {err}");
+        }
     }
 }

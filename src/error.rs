@@ -43,7 +43,12 @@ pub enum Error {
     InvalidSpec(String),
 
     #[error("Kubernetes API error: {0}")]
-    KubeApi(String),
+    KubeApi(#[source] KubeError),
+
+    /// Between reading the target Secret and replacing it, someone else changed it; the next
+    /// reconcile starts from the new version.
+    #[error("the target Secret {name:?} changed while it was being updated; retrying")]
+    TargetChanged { name: String },
 
     /// A reconcile panicked: a bug, reported on the one credential it hit.
     #[error("internal error (a bug; please report it): {0}")]
@@ -96,7 +101,7 @@ impl Error {
             Error::TokenUrlNotAllowed { .. } => "TokenUrlNotAllowed",
             Error::TargetConflict { .. } => "TargetConflict",
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::KubeApi(_) => "KubernetesApiError",
+            Error::KubeApi(_) | Error::TargetChanged { .. } => "KubernetesApiError",
             Error::Internal(_) => "InternalError",
             Error::Held { reason, .. } => reason,
         }
@@ -166,9 +171,38 @@ pub fn known_reason(reason: &str) -> Option<&'static str> {
     REASONS.iter().copied().find(|r| *r == reason)
 }
 
+/// A [`kube::Error`] kept whole as the source of [`Error::KubeApi`] (shared, so that errors
+/// stay cheap to clone; equal when they read the same, for tests).
+#[derive(Debug, Clone)]
+pub struct KubeError(std::sync::Arc<kube::Error>);
+
+impl KubeError {
+    pub fn inner(&self) -> &kube::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KubeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for KubeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for KubeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
-        Error::KubeApi(e.to_string())
+        Error::KubeApi(KubeError(std::sync::Arc::new(e)))
     }
 }
 
@@ -190,7 +224,8 @@ mod tests {
             Error::TokenUrlNotAllowed { url: "u".into(), detail: "d".into() },
             Error::TargetConflict { name: "t".into() },
             Error::InvalidSpec("x".into()),
-            Error::KubeApi("x".into()),
+            Error::from(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::TargetChanged { name: "t".into() },
             Error::Internal("x".into()),
         ];
         for e in &all {
@@ -211,7 +246,8 @@ mod tests {
                 "InternalError"
             ]
         );
-        let reasons: Vec<_> = all.iter().map(Error::reason).collect();
+        let mut reasons: Vec<_> = all.iter().map(Error::reason).collect();
+        reasons.dedup();
         assert_eq!(reasons, REASONS, "REASONS lists every variant's reason");
         for e in &all {
             let held = Error::Held { reason: e.reason(), message: e.to_string(), retry_at: t };
@@ -219,6 +255,15 @@ mod tests {
             assert_eq!(held.is_token_failure(), e.is_token_failure(), "{}", e.reason());
             assert_eq!(held.to_string(), e.to_string());
         }
+    }
+
+    #[test]
+    fn kube_errors_are_kept_as_the_source() {
+        use std::error::Error as _;
+        let e = Error::from(kube::Error::LinesCodecMaxLineLengthExceeded);
+        let source = e.source().and_then(|s| s.downcast_ref::<KubeError>()).expect("the kube error is the source");
+        assert!(matches!(source.inner(), kube::Error::LinesCodecMaxLineLengthExceeded));
+        assert!(e.to_string().starts_with("Kubernetes API error: "));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! kube-runtime's `Recorder` keeps every event it publishes for six minutes, to fold repeats
 //! into a series, and scans that whole cache under a write lock on each publish. This
 //! operator publishes an event only when an outcome changes, so repeats are rare, while a
-//! cold start with 10,000 credentials publishes 10,000 events at once: the cache cost about
-//! 15 MiB and serialised the publishes. Events are created directly instead.
+//! cold start publishes one event per credential at once: the cache cost memory and
+//! serialised the publishes (figures in the README's Scale section). Events are created
+//! directly instead.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;

@@ -9,6 +9,8 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::operator::StartError;
+
 pub const LEASE_NAME: &str = "groupdocs-token-operator";
 
 /// What this replica is doing, for `/readyz` and logs.
@@ -67,16 +69,15 @@ pub async fn acquire(
     lease_seconds: u64,
     role: Role,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<Option<Leadership>, String> {
+) -> Result<Option<Leadership>, StartError> {
     let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(lease_seconds)
         .with_grace((lease_seconds / 3).max(1))
-        .with_field_manager(crate::reconciler::FIELD_MANAGER)
+        .with_field_manager(crate::controller::FIELD_MANAGER)
         .build()
-        .await
-        .map_err(|e| format!("leader election: {e}"))?;
+        .await?;
     let (mut rx, task) = manager.watch().await;
     info!(identity, namespace, lease = LEASE_NAME, "waiting for leadership");
     tokio::pin!(shutdown);
@@ -89,7 +90,7 @@ pub async fn acquire(
         tokio::select! {
             changed = rx.changed() => {
                 if changed.is_err() {
-                    return Err("leader election task ended".to_string());
+                    return Err(StartError::LeaseTaskEnded);
                 }
             }
             () = &mut shutdown => {

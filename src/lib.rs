@@ -1,24 +1,26 @@
 //! groupdocs-token-operator: keeps GroupDocs Cloud access tokens fresh in Kubernetes Secrets.
 //!
 //! Data flows one way: a `GroupDocsCredential` ([`crd`]) names a client Secret; the
-//! [`reconciler`] reads it, asks the token [`token::broker`] for a token, renders the target
-//! Secret ([`target`]) and records [`conditions`] in status.
+//! [`controller`] runs [`reconcile`], which reads it, asks the token [`token::broker`] for a
+//! token, renders the target Secret ([`target`]) and records what [`status`] decides.
 
 pub mod cli;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
-pub mod devserver;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
-pub mod reconciler;
+pub mod reconcile;
 pub mod redact;
 pub mod rollout;
 pub mod schedule;
+pub mod status;
 pub mod target;
 pub mod telemetry;
 pub mod token;
@@ -39,16 +41,21 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on SIGTERM or SIGINT. (Without a SIGTERM handler, which the process cannot be
+/// refused in practice, only SIGINT is awaited; the kubelet's SIGKILL still ends the process.)
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGTERM; only SIGINT stops the operator gracefully");
+            let _ = ctrl_c.await;
         }
     }
     #[cfg(not(unix))]

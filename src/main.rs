@@ -2,10 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use groupdocs_token_operator::cli::{Cli, Command};
-use groupdocs_token_operator::{crd, devserver, operator};
+use groupdocs_token_operator::{crd, operator};
 
 /// jemalloc: with glibc's allocator the churn of a cold start (every cached credential
-/// replaced once its status is written) left peak RSS about 20 MiB above the steady state.
+/// replaced once its status is written) left peak RSS well above the steady state (figures
+/// in the README's Scale section).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -15,11 +16,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => operator::run(args).await,
         Command::Crd => {
-            print!("{}", crd::crd_yaml());
-            Ok(())
+            crd::crd_yaml().map(|yaml| print!("{yaml}")).map_err(|e| operator::StartError::Config(e.to_string()))
         }
         Command::Token(args) => operator::fetch_once(args).await,
-        Command::DevServer(args) => devserver::serve_forever(args).await.map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,18 +9,47 @@ use kube::Client;
 use tracing::info;
 
 use crate::cli::{HttpArgs, RunArgs, SecretAccessArg, TokenArgs};
+use crate::controller::{self, Caches, SecretAccess, Settings, Shared};
+use crate::error::{Error, Limit};
 use crate::http::{self, Readiness};
 use crate::leader::{self, Role};
 use crate::metrics::{CredentialLabel, Metrics, ReadyLabel};
 use crate::policy::TokenUrlPolicy;
-use crate::reconciler::{self, Caches, SecretAccess, Settings, Shared};
 use crate::redact::Sensitive;
 use crate::token::broker::{Broker, BrokerConfig, Fetch};
 use crate::token::client::{ClientConfig, HttpTokenClient};
 use crate::token::response::Failure;
 use crate::token::{TokenRequest, retry_after};
 
-pub async fn run(args: RunArgs) -> Result<(), String> {
+/// Why the `run` or `token` command stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag, or a file a flag names, is unusable; the message names the flag.
+    #[error("{0}")]
+    Config(String),
+    #[error("Kubernetes client configuration: {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("leader election: the lease task ended")]
+    LeaseTaskEnded,
+    /// Exits so that the pod restarts as a standby with empty caches.
+    #[error("lost the leader lease to another replica")]
+    LostLease,
+    /// The `token` command's request failed; the message starts with the condition reason.
+    #[error("{0}")]
+    Token(String),
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::Config(message)
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<(), StartError> {
     crate::telemetry::init(&args.log);
     crate::install_crypto_provider();
     let policy = TokenUrlPolicy::new(&args.allowed_token_urls, args.allow_http_loopback, args.allow_private_networks)?;
@@ -136,22 +165,21 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let stop = stop.clone();
         async move { stop.cancelled().await }.boxed().shared()
     };
-    reconciler::run(shared, shutdown, on_caches).await;
+    controller::run(shared, shutdown, on_caches).await;
     if let Ok(Some(leadership)) = watcher.await {
         leadership.release().await;
     }
     if lost.load(std::sync::atomic::Ordering::SeqCst) {
-        // Exit so that the pod restarts as a standby with empty caches.
-        return Err("lost the leader lease to another replica".to_string());
+        return Err(StartError::LostLease);
     }
     info!("stopped");
     Ok(())
 }
 
 /// The Kubernetes client, with a client-side request rate when `qps` is not 0.
-async fn kube_client(qps: u32) -> Result<Client, String> {
-    let config = kube::Config::infer().await.map_err(|e| format!("Kubernetes client: {e}"))?;
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+async fn kube_client(qps: u32) -> Result<Client, StartError> {
+    let config = kube::Config::infer().await?;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(match qps {
         0 => builder.build(),
         qps => builder.with_layer(&tower::limit::RateLimitLayer::new(qps.into(), Duration::from_secs(1))).build(),
@@ -209,7 +237,7 @@ fn token_client(args: &HttpArgs, policy: Option<TokenUrlPolicy>) -> Result<HttpT
 }
 
 /// The `token` command: one request, the expiry printed, the token never.
-pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
+pub async fn fetch_once(args: TokenArgs) -> Result<(), StartError> {
     crate::install_crypto_provider();
     let secret = std::env::var(&args.client_secret_env)
         .map_err(|_| format!("set the client secret in the environment variable {}", args.client_secret_env))?;
@@ -231,12 +259,17 @@ pub async fn fetch_once(args: TokenArgs) -> Result<(), String> {
             );
             Ok(())
         }
-        Err(Failure::RateLimited { detail, until }) => {
-            Err(format!("RateLimited: {detail}; retry after {until} (default pause {:#})", retry_after::DEFAULT_PAUSE))
+        Err(failure) => {
+            // The same reasons as in status: nothing is held back here, so "retry" means now.
+            let now = Timestamp::now();
+            let error = match failure {
+                Failure::InvalidClient(detail) => Error::InvalidClient { detail, retry_at: now },
+                Failure::RateLimited { detail, until } => Error::RateLimited { detail, until, by: Limit::Endpoint },
+                Failure::Unavailable(detail) => Error::TokenEndpointUnavailable { detail, retry_at: now },
+                Failure::InvalidResponse(detail) => Error::InvalidTokenResponse { detail, retry_at: now },
+                Failure::NotAllowed(detail) => Error::TokenUrlNotAllowed { url: req.url.clone(), detail },
+            };
+            Err(StartError::Token(format!("{}: {error}", error.reason())))
         }
-        Err(Failure::InvalidClient(d)) => Err(format!("InvalidClient: {d}")),
-        Err(Failure::Unavailable(d)) => Err(format!("TokenEndpointUnavailable: {d}")),
-        Err(Failure::InvalidResponse(d)) => Err(format!("InvalidTokenResponse: {d}")),
-        Err(Failure::NotAllowed(d)) => Err(format!("TokenUrlNotAllowed: {d}")),
     }
 }

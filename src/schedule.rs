@@ -69,7 +69,9 @@ pub fn whole_seconds(t: Timestamp) -> Timestamp {
 /// the same jitter, so repeated reconciles do not move its renewal time around.
 pub fn jitter_for(seed: &str) -> f64 {
     let digest = Sha256::digest(seed.as_bytes());
-    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let n = u64::from_be_bytes(first);
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -2,8 +2,8 @@
 //! read back (so a restarted operator reuses a token that is still right).
 //!
 //! The watch cache keeps a [`CachedSecret`], a digest of each token Secret rather than the
-//! Secret itself: with 10,000 credentials full Secrets were the largest part of the
-//! operator's memory (the token twice, three B-tree nodes each).
+//! Secret itself: full Secrets were the largest part of the operator's memory (the token
+//! twice, three B-tree nodes each; see the README's Scale section).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -96,7 +96,7 @@ pub fn render(cr: &GroupDocsCredential, token: &Token, issued_for: &IssuedFor) -
             namespace: cr.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: Some(vec![owner_reference(cr)]),
+            owner_references: Some(owner_reference(cr)),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
@@ -114,8 +114,10 @@ fn render_data(token: &Token) -> Option<BTreeMap<String, ByteString>> {
     ]))
 }
 
-fn owner_reference(cr: &GroupDocsCredential) -> OwnerReference {
-    cr.controller_owner_ref(&()).expect("a stored GroupDocsCredential has a name and uid")
+/// The controller ownerReference to `cr` (none for an object without a uid, which only a
+/// test could build: the API server gives every stored object one).
+fn owner_reference(cr: &GroupDocsCredential) -> Vec<OwnerReference> {
+    cr.controller_owner_ref(&()).into_iter().collect()
 }
 
 fn bytes(s: &str) -> ByteString {
@@ -146,8 +148,9 @@ pub fn merge(existing: &Secret, desired: &Secret) -> Secret {
 }
 
 /// What the cache keeps of a token Secret: its identity and owners, hashes of its labels and
-/// annotations, and facts about the token it holds, never the token. About 1 KiB instead of
-/// 3.5; an update reads the full Secret first (updates come once per renewal or repair).
+/// annotations, and facts about the token it holds, never the token: a fraction of the
+/// Secret's size. An update reads the full Secret first (updates come once per renewal or
+/// repair).
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(from = "Secret")]
 pub struct CachedSecret {
@@ -246,7 +249,7 @@ pub fn desired(cr: &GroupDocsCredential, facts: &TokenFacts, issued_for: &Issued
         metadata: ObjectMeta {
             name: Some(cr.target_name()),
             namespace: cr.metadata.namespace.clone(),
-            owner_references: Some(vec![owner_reference(cr)]),
+            owner_references: Some(owner_reference(cr)),
             ..ObjectMeta::default()
         },
         labels: pair_hashes(&desired_labels(cr)),
@@ -303,204 +306,4 @@ pub fn read_token(secret: &Secret) -> Option<(Token, IssuedFor)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::GroupDocsCredentialSpec;
-    use jiff::SignedDuration;
-
-    fn cr() -> GroupDocsCredential {
-        let mut cr = GroupDocsCredential::new("viewer", GroupDocsCredentialSpec::default());
-        cr.metadata.namespace = Some("apps".into());
-        cr.metadata.uid = Some("uid-1".into());
-        cr.spec.target.labels.insert("team".into(), "docs".into());
-        cr
-    }
-
-    fn token() -> Token {
-        let issued_at: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
-        Token {
-            access_token: Sensitive::new("eyJ.abc.def"),
-            token_type: "Bearer".into(),
-            issued_at,
-            expires_at: issued_at + SignedDuration::from_hours(24),
-        }
-    }
-
-    fn issued_for() -> IssuedFor {
-        IssuedFor {
-            token_url: "https://api.groupdocs.cloud/connect/token".into(),
-            client_id: "client".into(),
-            scope: None,
-            client_secret_version: "42".into(),
-        }
-    }
-
-    #[test]
-    fn renders_the_documented_keys_labels_and_owner() {
-        let s = render(&cr(), &token(), &issued_for());
-        let data = s.data.as_ref().unwrap();
-        assert_eq!(data[ACCESS_TOKEN_KEY].0, b"eyJ.abc.def");
-        assert_eq!(data[TOKEN_TYPE_KEY].0, b"Bearer");
-        assert_eq!(data[EXPIRES_AT_KEY].0, b"2026-11-29T10:00:00Z");
-        assert_eq!(data[AUTHORIZATION_KEY].0, b"Bearer eyJ.abc.def");
-        let labels = s.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
-        assert_eq!(labels["team"], "docs");
-        assert_eq!(s.metadata.name.as_deref(), Some("viewer-token"));
-        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.uid.as_str(), owner.controller), ("uid-1", Some(true)));
-        assert_eq!(s.type_.as_deref(), Some("Opaque"));
-    }
-
-    #[test]
-    fn reads_back_what_it_rendered() {
-        let s = render(&cr(), &token(), &issued_for());
-        assert_eq!(read_token(&s), Some((token(), issued_for())));
-    }
-
-    #[test]
-    fn ownership_is_by_controller_uid_not_labels() {
-        let cr = cr();
-        let mut s = render(&cr, &token(), &issued_for());
-        assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Ours);
-        s.metadata.labels = None;
-        assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Ours, "a stripped label does not make it foreign");
-        s.metadata.owner_references.as_mut().unwrap()[0].uid = "other".into();
-        assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Foreign);
-        assert_eq!(ownership(None, &cr), Ownership::Absent);
-    }
-
-    #[test]
-    fn merge_repairs_our_parts_and_keeps_others() {
-        let cr = cr();
-        let desired = render(&cr, &token(), &issued_for());
-        let mut edited = desired.clone();
-        edited.metadata.uid = Some("secret-uid".into());
-        edited.metadata.resource_version = Some("7".into());
-        edited.metadata.labels.as_mut().unwrap().remove(MANAGED_BY_LABEL);
-        edited.metadata.labels.as_mut().unwrap().insert("extra".into(), "kept".into());
-        edited.data.as_mut().unwrap().insert(ACCESS_TOKEN_KEY.into(), bytes("tampered"));
-        edited.data.as_mut().unwrap().insert("junk".into(), bytes("x"));
-        let want = super::desired(&cr, &token().facts(), &issued_for());
-        assert!(needs_update(&CachedSecret::from(edited.clone()), &want));
-        let merged = merge(&edited, &desired);
-        assert_eq!(merged.data, desired.data);
-        assert_eq!(merged.metadata.labels.as_ref().unwrap()["extra"], "kept");
-        assert_eq!(merged.metadata.labels.as_ref().unwrap()[MANAGED_BY_LABEL], MANAGED_BY);
-        assert_eq!(merged.metadata.uid.as_deref(), Some("secret-uid"));
-        assert_eq!(merged.metadata.resource_version.as_deref(), Some("7"));
-        assert!(!needs_update(&CachedSecret::from(merged), &want), "a repaired Secret needs no further write");
-    }
-
-    #[test]
-    fn the_cached_view_of_a_rendered_secret_is_the_desired_view() {
-        let cr = cr();
-        let rendered = CachedSecret::from(render(&cr, &token(), &issued_for()));
-        let want = desired(&cr, &token().facts(), &issued_for());
-        assert!(!needs_update(&rendered, &want));
-        assert_eq!(rendered.held_token(), Some((&token().facts(), &issued_for())));
-    }
-
-    type Edit = fn(&mut Secret);
-
-    #[test]
-    fn the_cached_view_sees_every_change_a_repair_would_undo() {
-        let cr = cr();
-        let want = desired(&cr, &token().facts(), &issued_for());
-        let edits: Vec<(&str, Edit)> = vec![
-            ("token", |s| {
-                data(s).insert(ACCESS_TOKEN_KEY.into(), bytes("other"));
-            }),
-            ("authorization", |s| {
-                data(s).insert(AUTHORIZATION_KEY.into(), bytes("x"));
-            }),
-            ("expiry format", |s| {
-                data(s).insert(EXPIRES_AT_KEY.into(), bytes("2026-11-29T10:00:00+00:00"));
-            }),
-            ("extra key", |s| {
-                data(s).insert("junk".into(), bytes("x"));
-            }),
-            ("missing token_type", |s| {
-                data(s).remove(TOKEN_TYPE_KEY);
-            }),
-            ("our label", |s| {
-                s.metadata.labels.as_mut().unwrap().remove(MANAGED_BY_LABEL);
-            }),
-            ("target label", |s| {
-                s.metadata.labels.as_mut().unwrap().insert("team".into(), "other".into());
-            }),
-            ("annotation", |s| {
-                s.metadata.annotations.as_mut().unwrap().remove(CLIENT_ID_ANNOTATION);
-            }),
-            ("stray scope", |s| {
-                s.metadata.annotations.as_mut().unwrap().insert(SCOPE_ANNOTATION.into(), "x".into());
-            }),
-            ("owner", |s| s.metadata.owner_references = None),
-            ("type", |s| s.type_ = Some("kubernetes.io/tls".into())),
-        ];
-        for (what, edit) in edits {
-            let mut s = render(&cr, &token(), &issued_for());
-            edit(&mut s);
-            assert!(needs_update(&CachedSecret::from(s), &want), "{what}");
-        }
-        let mut foreign_additions = render(&cr, &token(), &issued_for());
-        foreign_additions.metadata.labels.as_mut().unwrap().insert("extra".into(), "x".into());
-        foreign_additions.metadata.annotations.as_mut().unwrap().insert("extra".into(), "x".into());
-        assert!(!needs_update(&CachedSecret::from(foreign_additions), &want), "what others add stays");
-    }
-
-    fn data(s: &mut Secret) -> &mut BTreeMap<String, ByteString> {
-        s.data.as_mut().unwrap()
-    }
-
-    #[test]
-    fn a_jwt_exp_bounds_an_edited_expiry() {
-        use base64::Engine as _;
-        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        let exp = token().issued_at + SignedDuration::from_hours(1);
-        let jwt = format!(
-            "{}.{}.sig",
-            enc(serde_json::json!({"alg":"HS256"})),
-            enc(serde_json::json!({"exp": exp.as_second()}))
-        );
-        let t = Token { access_token: Sensitive::new(jwt), ..token() };
-        let mut s = render(&cr(), &t, &issued_for());
-        data(&mut s).insert(EXPIRES_AT_KEY.into(), bytes("2099-01-01T00:00:00Z"));
-        assert_eq!(read_token(&s).unwrap().0.expires_at, exp);
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Whatever a Secret holds (anyone with write access to it may edit it), reading it
-        /// back never panics and never yields an issue time after the expiry.
-        #[test]
-        fn any_secret_reads_without_panicking(
-            token in proptest::option::of(".{0,64}"),
-            expires in proptest::option::of(prop_oneof![".{0,40}", (-400_000_000_000i64..400_000_000_000).prop_map(|s| Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap().to_string())]),
-            issued in proptest::option::of(prop_oneof![".{0,40}", (-400_000_000_000i64..400_000_000_000).prop_map(|s| Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap().to_string())]),
-            annotations in proptest::collection::btree_map("[a-z./-]{0,30}", ".{0,30}", 0..6),
-        ) {
-            let mut s = Secret::default();
-            let mut data = BTreeMap::new();
-            if let Some(t) = token { data.insert(ACCESS_TOKEN_KEY.to_string(), bytes(&t)); }
-            if let Some(e) = expires { data.insert(EXPIRES_AT_KEY.to_string(), bytes(&e)); }
-            s.data = Some(data);
-            let mut a = annotations;
-            if let Some(i) = issued { a.insert(ISSUED_AT_ANNOTATION.to_string(), i); }
-            for key in [TOKEN_URL_ANNOTATION, CLIENT_ID_ANNOTATION, CLIENT_SECRET_VERSION_ANNOTATION] {
-                a.entry(key.to_string()).or_insert_with(|| "x".to_string());
-            }
-            s.metadata.annotations = Some(a);
-            if let Some((token, _)) = read_token(&s) {
-                prop_assert!(token.issued_at <= token.expires_at);
-                let _ = token.facts().lifetime();
-            }
-            let _ = CachedSecret::from(s);
-        }
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 //! ([`broker`]).
 
 pub mod broker;
+pub mod budget;
 pub mod client;
 pub mod response;
 pub mod retry_after;

@@ -1,0 +1,400 @@
+//! The controller: watches and caches, the mappers from Secrets to credentials, the guard
+//! around each reconcile, `error_policy`, and `run`. What a reconcile does is in
+//! [`crate::reconcile`]; what it decides, in [`crate::status`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate as _, predicates};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::crd::GroupDocsCredential;
+use crate::error::Error;
+use crate::events::Publisher;
+use crate::guard::{Guarded, guarded};
+use crate::metrics::Metrics;
+use crate::policy::TokenUrlPolicy;
+use crate::schedule;
+use crate::target::{CachedSecret, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::token::broker::Broker;
+use crate::token::client::HttpTokenClient;
+use crate::writes::RecentWrites;
+
+pub const FIELD_MANAGER: &str = "groupdocs-token-operator";
+
+/// Client Secrets opt in with this label; the operator watches (caches) only those.
+pub const CLIENT_CREDENTIALS_LABEL: &str = "groupdocs.cloud/client-credentials";
+
+/// Settings of the `run` command that the reconciler needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub policy: TokenUrlPolicy,
+    pub min_refresh_interval: SignedDuration,
+    /// Empty means all namespaces.
+    pub watch_namespaces: Vec<String>,
+    pub concurrency: u16,
+    /// `Some(min interval)` when `spec.rolloutRestartTargets` are acted on.
+    pub rollout_restarts: Option<SignedDuration>,
+    /// How Secrets are read: watched (cached, changes act at once) or fetched per reconcile.
+    pub secret_access: SecretAccess,
+    /// The longest a failed request can hold a credential back (the largest of
+    /// `--invalid-client-retry`, the longest 429 pause and `--max-backoff`): a retry time in
+    /// status further out than this was not written by the operator and is ignored.
+    pub max_hold: SignedDuration,
+}
+
+/// How the operator reads Secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretAccess {
+    /// Label-selected list/watch: rotation, deletion and hand edits act at once.
+    Watch,
+    /// No list/watch on Secrets (for the strictest clusters): each reconcile GETs the two
+    /// Secrets it needs, and every credential is re-checked each `recheck` interval, so
+    /// rotation and repairs wait for the next check.
+    Get { recheck: SignedDuration },
+}
+
+/// What all reconciles share, whatever namespace they serve.
+pub struct Shared {
+    pub client: Client,
+    pub broker: Broker<HttpTokenClient>,
+    pub metrics: Arc<Metrics>,
+    pub events: Publisher,
+    pub settings: Settings,
+    pub writes: RecentWrites,
+    /// Cancelled when this replica lost its lease: reconciles in flight stop at once, so the
+    /// new leader is the only writer.
+    pub halt: CancellationToken,
+    /// Consecutive failed reconciles by credential uid, for `error_policy`'s backoff and for
+    /// logging once per change rather than once per retry.
+    retries: Mutex<HashMap<String, Retry>>,
+    /// How many controllers (one per watch scope) are still running, for `/healthz`.
+    pub running: std::sync::atomic::AtomicUsize,
+    /// Every watch scope's caches, set before the controllers start.
+    scopes: OnceLock<Vec<Caches>>,
+    /// Set once the failures recorded in status are back in the budget.
+    restored: OnceLock<()>,
+    started: Instant,
+}
+
+/// The longest one watch scope waits for the others to sync before it starts.
+const WAIT_FOR_OTHER_SCOPES: Duration = Duration::from_secs(30);
+
+struct Retry {
+    attempts: u32,
+    last_error: String,
+    at: Instant,
+}
+
+impl Shared {
+    /// False once a controller has stopped (for `/healthz`); true before they start (a standby).
+    pub fn controllers_alive(&self) -> bool {
+        self.scopes.get().is_none_or(|scopes| self.running.load(std::sync::atomic::Ordering::SeqCst) == scopes.len())
+    }
+
+    /// Forgets failed reconciles not retried for an hour (their credentials were deleted).
+    pub fn prune_retries(&self, now: Instant) {
+        crate::lock(&self.retries).retain(|_, r| now.duration_since(r.at) < Duration::from_secs(3600));
+    }
+
+    /// True once every watch scope's caches hold the whole cluster view.
+    fn all_synced(&self) -> bool {
+        self.scopes.get().is_some_and(|scopes| scopes.iter().all(|c| c.synced.all()))
+    }
+
+    pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
+        let events = Publisher::new(client.clone(), FIELD_MANAGER, std::env::var("POD_NAME").ok());
+        Shared {
+            client,
+            broker,
+            metrics,
+            events,
+            settings,
+            writes: RecentWrites::default(),
+            halt: CancellationToken::new(),
+            retries: Mutex::default(),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            scopes: OnceLock::new(),
+            restored: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One controller's view: the shared parts plus the caches of its watch scope.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub credentials: Store<GroupDocsCredential>,
+    pub client_secrets: Store<Secret>,
+    pub owned_secrets: Store<CachedSecret>,
+    pub synced: Arc<Synced3>,
+}
+
+/// Reconciles one credential: waits until the caches can be trusted, then runs
+/// [`crate::reconcile::reconcile`] under a guard. A panic (a bug) fails only this credential:
+/// it is reported as `Stalled`/`InternalError` and the process and every other credential
+/// carry on. On lease loss the reconcile stops where it stands.
+pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.synced.all() {
+        // This scope's caches are still filling: wait rather than act on a partial view.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if !ctx.shared.all_synced() && ctx.shared.started.elapsed() < WAIT_FOR_OTHER_SCOPES {
+        // The budget is restored from every scope's statuses before the first request; a scope
+        // that cannot sync (its RBAC removed by a tenant) delays the others only this long.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    ctx.shared.restored.get_or_init(|| restore_budget(&ctx.shared));
+    let result = match guarded(crate::reconcile::reconcile(cr.clone(), ctx.clone()), &ctx.shared.halt).await {
+        Guarded::Done(result) => result,
+        Guarded::Panicked(message) => crate::reconcile::report_panic(&cr, &ctx, message).await,
+        Guarded::Halted => return Ok(Action::await_change()),
+    };
+    if result.is_ok() {
+        recovered(&cr, &ctx);
+    }
+    result
+}
+
+/// Called when `reconcile` itself fails (Kubernetes API errors while writing status): retries
+/// with exponential backoff and jitter, and logs once per new error rather than per retry
+/// (an API server outage would otherwise log every credential every few seconds).
+pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
+    let text = error.to_string();
+    let attempts = {
+        let mut retries = crate::lock(&ctx.shared.retries);
+        let retry = retries.entry(cr.uid().unwrap_or_default()).or_insert(Retry {
+            attempts: 0,
+            last_error: String::new(),
+            at: Instant::now(),
+        });
+        retry.at = Instant::now();
+        retry.attempts = retry.attempts.saturating_add(1);
+        if retry.last_error != text {
+            warn!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, "reconcile failed; retrying with backoff");
+            retry.last_error = text;
+        } else {
+            debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), %error, attempts = retry.attempts, "reconcile failed again");
+        }
+        retry.attempts
+    };
+    let wait = schedule::backoff(attempts, ERROR_BACKOFF_BASE, ERROR_BACKOFF_CAP, rand::random());
+    Action::requeue(Duration::try_from(wait).unwrap_or(Duration::from_secs(1)))
+}
+
+const ERROR_BACKOFF_BASE: SignedDuration = SignedDuration::from_secs(2);
+
+const ERROR_BACKOFF_CAP: SignedDuration = SignedDuration::from_mins(5);
+
+/// A reconcile succeeded: forget its failures, and say so once if there were any.
+fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
+    let mut retries = crate::lock(&ctx.shared.retries);
+    if retries.is_empty() {
+        return;
+    }
+    if let Some(retry) = retries.remove(&cr.uid().unwrap_or_default()) {
+        info!(credential = %cr.name_any(), namespace = ?cr.namespace(), attempts = retry.attempts, "reconcile succeeded again");
+    }
+}
+
+/// Puts the failures that the statuses of every watch scope record for the last minute back
+/// into the failed-request budget, once, before this process sends its first request: a
+/// restarted or new leader must not spend a budget its predecessor already spent.
+fn restore_budget(shared: &Shared) {
+    let now = Timestamp::now();
+    let mut restored = 0;
+    let synced = shared.scopes.get().into_iter().flatten().filter(|c| c.synced.all());
+    for cr in synced.flat_map(|c| c.credentials.state()) {
+        let Some(status) = cr.status.as_ref() else { continue };
+        if let Some(at) = status.last_failure_time.as_ref().filter(|_| status.failed_attempts > 0) {
+            let count = u32::try_from(status.failed_attempts).unwrap_or(u32::MAX);
+            shared.broker.restore_failures(&cr.spec.token_url, &cr.namespace().unwrap_or_default(), at.0, count, now);
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        info!(credentials = restored, "restored recent token request failures from status into the budget");
+    }
+}
+
+/// Maps a client Secret to the credentials of its namespace that reference it.
+fn credentials_using(crs: &Store<GroupDocsCredential>, secret: &Secret) -> Vec<ObjectRef<GroupDocsCredential>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    crs.state()
+        .iter()
+        .filter(|cr| cr.namespace() == ns && cr.spec.client_secret_ref.name == name)
+        .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+        .collect()
+}
+
+/// managedFields are a large share of every object and never read here: keep them out of the caches.
+fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// For objects the operator never writes back: `kubectl apply` also keeps a full copy of the
+/// object in an annotation that nothing here reads.
+fn strip_for_read_only_cache<K: Resource>(obj: &mut K) {
+    strip_managed_fields(obj);
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The stores a running controller reads, for readiness and metrics.
+#[derive(Clone)]
+pub struct Caches {
+    pub credentials: Store<GroupDocsCredential>,
+    pub client_secrets: Store<Secret>,
+    pub owned_secrets: Store<CachedSecret>,
+    pub synced: Arc<Synced3>,
+}
+
+/// Whether each of a scope's three watches has completed its initial list.
+///
+/// Tracked on the watch streams themselves: a reconcile must not read a Secret cache that is
+/// still filling (it would take a present token for a missing one and fetch again).
+#[derive(Default)]
+pub struct Synced3 {
+    credentials: std::sync::atomic::AtomicBool,
+    client_secrets: std::sync::atomic::AtomicBool,
+    owned_secrets: std::sync::atomic::AtomicBool,
+}
+
+impl Synced3 {
+    pub fn all(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.credentials.load(SeqCst) && self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
+    }
+}
+
+fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
+    if matches!(event, Ok(watcher::Event::InitDone)) {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs one controller per watch scope (all namespaces, or each listed one) until `shutdown`.
+/// `on_caches` receives each scope's stores as soon as they exist.
+pub async fn run(
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_caches: impl Fn(Caches),
+) {
+    let scopes: Vec<Option<String>> = if shared.settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        shared.settings.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let built: Vec<_> = scopes.iter().map(|scope| controller_for(shared.clone(), scope.as_deref())).collect();
+    let all_caches = built.iter().map(|(_, caches)| caches.clone()).collect();
+    shared.running.fetch_add(built.len(), std::sync::atomic::Ordering::SeqCst);
+    if shared.scopes.set(all_caches).is_err() {
+        warn!("reconciler::run called twice on the same state; the first call's caches are used");
+    }
+    let controllers = built.into_iter().map(|(controller, caches)| {
+        on_caches(caches.clone());
+        let ctx = Arc::new(Context {
+            shared: shared.clone(),
+            credentials: caches.credentials,
+            client_secrets: caches.client_secrets,
+            owned_secrets: caches.owned_secrets,
+            synced: caches.synced,
+        });
+        let shared = shared.clone();
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    debug!(error = %e, "controller event");
+                }
+            })
+            .map(move |()| {
+                shared.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            })
+    });
+    futures::future::join_all(controllers).await;
+}
+
+fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<GroupDocsCredential>, Caches) {
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Api<K> {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let client = &shared.client;
+    let synced = Arc::new(Synced3::default());
+    let (cr_reader, cr_writer) = reflector::store();
+    let flags = synced.clone();
+    let crs = watcher(api::<GroupDocsCredential>(client, scope), watcher::Config::default())
+        .default_backoff()
+        .inspect(move |e| mark_synced(&flags.credentials, e))
+        .modify(strip_for_read_only_cache)
+        .reflect(cr_writer)
+        .applied_objects()
+        // Our own status writes must not trigger reconciles: only spec (generation) and
+        // annotation (force refresh) changes do.
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+
+    let (owned_reader, owned_writer) = reflector::store();
+    let flags = synced.clone();
+    // Token Secrets are cached as `CachedSecret`s, decoded straight from the watch.
+    let owned = watcher(
+        api::<CachedSecret>(client, scope),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .default_backoff()
+    .inspect(move |e| mark_synced(&flags.owned_secrets, e))
+    .reflect(owned_writer)
+    .touched_objects()
+    .try_filter({
+        let shared = shared.clone();
+        move |secret| std::future::ready(!shared.writes.is_own_secret_write(&secret.metadata))
+    });
+
+    let (client_reader, client_writer) = reflector::store();
+    let flags = synced.clone();
+    let client_secrets = watcher(
+        api::<Secret>(client, scope),
+        watcher::Config::default().labels(&format!("{CLIENT_CREDENTIALS_LABEL}=true")),
+    )
+    .default_backoff()
+    .inspect(move |e| mark_synced(&flags.client_secrets, e))
+    .modify(strip_for_read_only_cache)
+    .reflect(client_writer)
+    .touched_objects();
+
+    let mapper_store = cr_reader.clone();
+    let mut controller = Controller::for_stream(crs, cr_reader.clone())
+        .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
+    match shared.settings.secret_access {
+        SecretAccess::Watch => {
+            controller = controller
+                .owns_stream(owned)
+                .watches_stream(client_secrets, move |secret| credentials_using(&mapper_store, &secret));
+        }
+        SecretAccess::Get { .. } => {
+            // No Secret is listed or watched: the two streams are never polled.
+            drop((owned, client_secrets));
+            synced.client_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
+            synced.owned_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    (controller, Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced })
+}

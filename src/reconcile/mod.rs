@@ -1,0 +1,204 @@
+//! A reconcile: CR -> client Secret -> token -> target Secret -> status.
+//!
+//! Level-triggered and idempotent: every reconcile recomputes what the target Secret and the
+//! status should be and writes only what differs, so a no-op reconcile sends no request.
+//! The steps live in files named for them, in the order data flows: [`inputs`], the token
+//! (the broker, in [`crate::token`]), [`secret`], then [`publish`] (status, events, restarts).
+//! The decisions between the steps are pure functions in [`crate::status`].
+
+mod inputs;
+mod publish;
+mod secret;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use tracing::{debug, error};
+
+use crate::conditions::{self, Facts, Outcome};
+use crate::controller::{Context, SecretAccess};
+use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
+use crate::error::Error;
+use crate::guard::inject_panic_for_tests;
+use crate::schedule;
+use crate::status::{Synced, held_by_status, next_status, next_wake, refresh_time, requeue_after, usable_token};
+use crate::target::{self, Ownership};
+use crate::token::broker::{Refused, Want};
+
+use inputs::{resolve_inputs, target_secret};
+use publish::{publish_events, restart_workloads, write_status};
+use secret::{SecretWrite, write_secret};
+
+/// One reconcile, in the order data flows: inputs, token, Secret, status, then events and
+/// restarts. Writes only what differs from what the caches show.
+pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    inject_panic_for_tests(&cr);
+    let started = Instant::now();
+    if ctx.shared.writes.cache_is_behind(&cr.uid().unwrap_or_default(), cr.status.as_ref(), started) {
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
+    let now = schedule::whole_seconds(Timestamp::now());
+    let previous = cr.status.clone().unwrap_or_default();
+    let synced = sync(&cr, &ctx, &previous, now).await;
+    if let Some(until) = synced.result.as_ref().err().and_then(Refused::busy_until) {
+        // Others' requests hold the budget; nothing failed, so status stays as it is.
+        ctx.shared.metrics.reconciled("Busy", started.elapsed());
+        let jitter = Duration::from_millis(rand::random::<u64>() % 2000);
+        return Ok(Action::requeue(requeue_after(until, now) + jitter));
+    }
+    let mut status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
+    let restarts_pending_until = restart_workloads(&cr, &ctx, &mut status, now).await;
+    if status != previous {
+        write_status(&cr, &ctx, &status).await?;
+        publish_events(&cr, &ctx, &previous, &status, &synced).await;
+    }
+    let result = match &synced.result {
+        Ok(_) => "Ok",
+        Err(refused) => refused.error.reason(),
+    };
+    ctx.shared.metrics.reconciled(result, started.elapsed());
+    debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
+    let recheck = match ctx.shared.settings.secret_access {
+        SecretAccess::Get { recheck } => Some(schedule::add(now, recheck)),
+        SecretAccess::Watch => None,
+    };
+    let wake = [next_wake(&synced, &status, now), restarts_pending_until, recheck, synced.refresh_throttled_until]
+        .into_iter()
+        .flatten()
+        .min();
+    Ok(match wake {
+        Some(t) => Action::requeue(requeue_after(t, now)),
+        None => Action::await_change(),
+    })
+}
+
+/// Records a panicked reconcile on the credential and looks again in five minutes.
+pub async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: String) -> Result<Action, Error> {
+    error!(credential = %cr.name_any(), namespace = ?cr.namespace(), panic = %message, "reconcile panicked; reported on the credential");
+    ctx.shared.metrics.panicked();
+    let error = Error::Internal(message);
+    ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
+    let previous = cr.status.clone().unwrap_or_default();
+    let now = schedule::whole_seconds(Timestamp::now());
+    let facts = Facts {
+        generation: cr.metadata.generation,
+        token_expires_at: previous.expires_at.as_ref().map(|t| t.0),
+        outcome: Outcome::Failed(&error),
+        now,
+        note: None,
+    };
+    let status = GroupDocsCredentialStatus {
+        conditions: conditions::conditions(&previous.conditions, &facts),
+        ..previous.clone()
+    };
+    if status != previous {
+        write_status(cr, ctx, &status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCredentialStatus, now: Timestamp) -> Synced {
+    let fail = |error: Error| Synced::failed(error, None);
+    let inputs = match resolve_inputs(cr, ctx).await {
+        Ok(inputs) => inputs,
+        Err(e) => return fail(e),
+    };
+    let existing = match target_secret(cr, ctx).await {
+        Ok(existing) => existing,
+        Err(e) => return fail(e),
+    };
+    if target::ownership(existing.as_deref().map(|s| &s.metadata), cr) == Ownership::Foreign {
+        return fail(Error::TargetConflict { name: cr.target_name() });
+    }
+    let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
+    let renew_before = inputs.renew_before;
+    if cr.spec.suspend {
+        return Synced { renew_before, ..Synced::new(Ok(Outcome::Suspended), in_place) };
+    }
+
+    let min_interval = ctx.shared.settings.min_refresh_interval;
+    let mut refresh_request = cr.refresh_request().filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
+    // A forced refresh right after a token was issued waits out the minimum interval, so
+    // that annotating in a loop cannot turn into a request loop.
+    let refresh_throttled_until = match (&refresh_request, &in_place) {
+        (Some(_), Some(token)) => Some(schedule::add(token.issued_at, min_interval)).filter(|t| *t > now),
+        _ => None,
+    };
+    if refresh_throttled_until.is_some() {
+        refresh_request = None;
+    }
+    let due = match &in_place {
+        None => true,
+        Some(token) => now >= refresh_time(cr, token, inputs.renew_before, min_interval),
+    };
+    // A new token from the broker, or (None) the one in place, which the cache knows only by its facts.
+    let fresh = if refresh_request.is_some() || due {
+        if let Some(held) = held_by_status(cr, previous, &inputs, now, ctx.shared.settings.max_hold) {
+            return Synced { refresh_throttled_until, renew_before, ..Synced::failed(held, in_place) };
+        }
+        if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
+            // Written by the operator only for a 429; a time beyond the longest pause is not ours.
+            if until <= schedule::add(now, crate::token::retry_after::MAX_PAUSE) {
+                ctx.shared.broker.honour_pause(&inputs.request, until);
+            }
+        }
+        let want = Want {
+            renew_before: inputs.renew_before,
+            force: refresh_request.is_some(),
+            min_interval,
+            // Only a token status recorded makes a client count as working (a tenant can write
+            // a token Secret, but not the status).
+            valid_until: in_place
+                .as_ref()
+                .filter(|t| previous.token_fingerprint.as_deref() == Some(t.fingerprint.as_str()))
+                .map(|t| t.expires_at),
+        };
+        match ctx.shared.broker.token(&inputs.request, want, &namespace(cr)).await {
+            Ok(issued) => Some(issued.token),
+            Err(refused) => {
+                let client_secret_version = refused.sent.then(|| inputs.issued_for.client_secret_version.clone());
+                return Synced {
+                    token: in_place,
+                    result: Err(refused),
+                    refresh_request: None,
+                    refresh_throttled_until,
+                    client_secret_version,
+                    renew_before,
+                };
+            }
+        }
+    } else {
+        None
+    };
+    let facts = match (&fresh, &in_place) {
+        (Some(token), _) => token.facts(),
+        (None, Some(facts)) => facts.clone(),
+        (None, None) => unreachable!("no token in place means one is due"),
+    };
+
+    let desired = target::desired(cr, &facts, &inputs.issued_for);
+    let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: fresh.as_ref() };
+    if let Err(error) = write_secret(&ctx.shared.client, &ctx.shared.writes, cr, write, &inputs.issued_for).await {
+        return Synced { renew_before, ..Synced::failed(error, in_place) };
+    }
+    let outcome = match previous.token_fingerprint.as_deref() {
+        None => Outcome::Issued,
+        Some(fp) if fp != facts.fingerprint => Outcome::Renewed,
+        Some(_) => Outcome::Current,
+    };
+    Synced {
+        token: Some(facts),
+        result: Ok(outcome),
+        refresh_request: refresh_request.map(str::to_owned),
+        refresh_throttled_until,
+        client_secret_version: None,
+        renew_before,
+    }
+}
+
+pub(crate) fn namespace(cr: &GroupDocsCredential) -> String {
+    cr.namespace().unwrap_or_default()
+}
