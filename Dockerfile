@@ -8,6 +8,8 @@ COPY src src
 COPY crds crds
 COPY testenv testenv
 COPY bench bench
+# A workspace member (the development token server): needed to load the workspace, not built.
+COPY devserver devserver
 RUN cargo build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

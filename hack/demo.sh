@@ -19,6 +19,7 @@ testbins=$(./hack/testbins.sh --print-dir)
 export PATH="$testbins:$PATH"
 testenv="$root/target/debug/testenv"
 bin="$root/target/debug/groupdocs-token-operator"
+token_server="$root/target/debug/groupdocs-dev-token-server"
 
 stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
 down() {
@@ -33,7 +34,7 @@ if [ "${1:-}" = down ]; then down; exit 0; fi
 if [ -d "$state" ]; then echo "a demo is already running: make demo-down first" >&2; exit 1; fi
 
 echo "==> building the operator, the development token server and the control-plane launcher"
-cargo build -q -p groupdocs-token-operator -p testenv --bins
+cargo build -q -p groupdocs-token-operator -p groupdocs-dev-token-server -p testenv --bins
 mkdir -p "$state"
 
 node=0
@@ -61,7 +62,7 @@ kubectl version 2>/dev/null | sed 's/^/    /'
 
 echo "==> starting the development token server on $host:$port (http) and $host:$tls_port (https)"
 "$testenv" serving-cert "$state/tls" "$host"
-"$bin" dev-server --listen "$host:$port" --tls-listen "$host:$tls_port" \
+"$token_server" --listen "$host:$port" --tls-listen "$host:$tls_port" \
   --tls-cert "$state/tls/tls.crt" --tls-key "$state/tls/tls.key" >"$state/token-server.log" 2>&1 &
 echo $! >"$state/token-server.pid"
 

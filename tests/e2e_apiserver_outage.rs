@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use groupdocs_token_operator::devserver::DevServerArgs;
+use groupdocs_dev_token_server::DevServerArgs;
 use serde_json::json;
 use support::{Env, wait_for};
 

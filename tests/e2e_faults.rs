@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use groupdocs_token_operator::devserver::{DevServerArgs, Fault, LimitBy};
+use groupdocs_dev_token_server::{DevServerArgs, Fault, LimitBy};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

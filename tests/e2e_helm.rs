@@ -8,7 +8,7 @@ mod support;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use groupdocs_token_operator::devserver::DevServerArgs;
+use groupdocs_dev_token_server::DevServerArgs;
 use groupdocs_token_operator::leader::LEASE_NAME;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -7,8 +7,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use groupdocs_dev_token_server::{DevServer, DevServerArgs, Fault};
 use groupdocs_token_operator::crd::GroupDocsCredential;
-use groupdocs_token_operator::devserver::{DevServer, DevServerArgs, Fault};
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};

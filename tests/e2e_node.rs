@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use groupdocs_token_operator::devserver::{DevServer, DevServerArgs};
+use groupdocs_dev_token_server::{DevServer, DevServerArgs};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;

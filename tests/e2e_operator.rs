@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use groupdocs_token_operator::devserver::{DevServerArgs, Fault};
+use groupdocs_dev_token_server::{DevServerArgs, Fault};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;

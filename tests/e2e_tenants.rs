@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use groupdocs_dev_token_server::{DevServerArgs, Fault, Stats};
 use groupdocs_token_operator::crd::GroupDocsCredential;
-use groupdocs_token_operator::devserver::{DevServerArgs, Fault, Stats};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;

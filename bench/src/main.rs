@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use groupdocs_dev_token_server::{DevServer, DevServerArgs};
 use groupdocs_token_operator::conditions;
 use groupdocs_token_operator::crd::GroupDocsCredential;
-use groupdocs_token_operator::devserver::{DevServer, DevServerArgs};
 use groupdocs_token_operator::redact::Sensitive;
 use groupdocs_token_operator::target::{self, IssuedFor};
 use groupdocs_token_operator::token::Token;

@@ -1,19 +1,23 @@
 //! The development token server against the rules of the GroupDocs seed document
-//! (`shared/seed/authenticating-api-requests.md`). No cluster needed.
+//! (`shared/seed/authenticating-api-requests.md`), in process and as its binary. No cluster
+//! needed.
 
-use std::io::Read as _;
-use std::process::{Command, ExitStatus, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser as _;
-use groupdocs_token_operator::cli::Cli;
-use groupdocs_token_operator::devserver::{DevServer, DevServerArgs, Fault};
-use groupdocs_token_operator::redact::Sensitive;
+use groupdocs_dev_token_server::{AdminToken, DevServer, DevServerArgs, Fault};
 use serde_json::Value;
 
+/// reqwest is built without a default crypto provider.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 async fn server(args: DevServerArgs) -> DevServer {
-    groupdocs_token_operator::install_crypto_provider();
+    install_crypto_provider();
     DevServer::start(args).await.unwrap()
 }
 
@@ -180,7 +184,7 @@ async fn faults_can_be_switched_on_and_off() {
 
 #[tokio::test]
 async fn serves_the_same_routes_over_tls_to_a_client_that_trusts_its_ca() {
-    groupdocs_token_operator::install_crypto_provider();
+    install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = testenv::pki::serving_cert(&["127.0.0.1".to_string()]).unwrap();
     std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
@@ -233,7 +237,7 @@ async fn admin_routes_answer_loopback_callers() {
 #[tokio::test]
 async fn with_an_admin_token_admin_routes_need_it() {
     let s =
-        server(DevServerArgs { admin_token: Some(Sensitive::new("adm1n-t0ken-value")), ..Default::default() }).await;
+        server(DevServerArgs { admin_token: Some(AdminToken::new("adm1n-t0ken-value")), ..Default::default() }).await;
     for path in ["/admin/stats", "/admin/fault"] {
         assert_eq!(admin(&s, path, None).await, 401, "{path} without a token");
         assert_eq!(admin(&s, path, Some("Basic YTpi")).await, 401, "{path} without a bearer token");
@@ -249,9 +253,8 @@ async fn with_an_admin_token_admin_routes_need_it() {
 
 #[test]
 fn debug_output_shows_no_client_secret_nor_admin_token() {
-    let cli = Cli::try_parse_from([
-        "groupdocs-token-operator",
-        "dev-server",
+    let args = DevServerArgs::try_parse_from([
+        "groupdocs-dev-token-server",
         "--client",
         "first-id:first-s3cret,second-id:second-s3cret",
         "--client",
@@ -260,9 +263,9 @@ fn debug_output_shows_no_client_secret_nor_admin_token() {
         "adm1n-t0ken-value",
     ])
     .unwrap();
-    let groupdocs_token_operator::cli::Command::DevServer(args) = &cli.command else { panic!("dev-server") };
-    assert_eq!(args.admin_token.as_ref().map(Sensitive::expose), Some("adm1n-t0ken-value"));
-    for shown in [format!("{args:?}"), format!("{args:#?}"), format!("{cli:?}")] {
+    assert_eq!(args.admin_token.as_ref().map(AdminToken::expose), Some("adm1n-t0ken-value"));
+    assert_eq!(args.clients, ["first-id:first-s3cret", "second-id:second-s3cret", "no-colon-s3cret"]);
+    for shown in [format!("{args:?}"), format!("{args:#?}")] {
         for secret in ["s3cret", "adm1n-t0ken-value"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
@@ -272,112 +275,74 @@ fn debug_output_shows_no_client_secret_nor_admin_token() {
     assert!(!defaults.contains("demo-client-secret"), "{defaults}");
 }
 
-const OPERATOR: &str = env!("CARGO_BIN_EXE_groupdocs-token-operator");
+const BINARY: &str = env!("CARGO_BIN_EXE_groupdocs-dev-token-server");
 
-/// Runs `cmd` with stderr piped until it exits, or until `enough` holds for what it wrote to
-/// stderr (then it is killed); fails the test after `deadline`. Returns the exit status
-/// (`None` when killed) and stderr.
-fn run_until(mut cmd: Command, deadline: Duration, enough: impl Fn(&str) -> bool) -> (Option<ExitStatus>, Vec<u8>) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start");
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = stderr.read(&mut buf) {
-            if tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let status = loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(chunk) => out.extend(chunk),
-            // The pipe closed: the process has exited (or closed stderr).
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Some(child.wait().unwrap()),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if enough(&String::from_utf8_lossy(&out)) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no outcome within {deadline:?}; stderr so far:\n{}", String::from_utf8_lossy(&out));
-        }
-    };
-    let _ = reader.join();
-    out.extend(rx.try_iter().flatten());
-    (status, out)
-}
-
-/// The operator's `run`, with a kubeconfig that points nowhere and nothing from the
-/// environment that could change the outcome.
-fn operator_run(kubeconfig: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(OPERATOR);
-    cmd.arg("run").args(args).env("KUBECONFIG", kubeconfig).env_remove("KUBERNETES_SERVICE_HOST");
+/// The binary with `args` and only the `GDTO_DEV_*` variables in `env`.
+fn binary(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GDTO_") {
             cmd.env_remove(key);
         }
     }
+    cmd.envs(env.iter().copied());
     cmd
 }
 
-#[test]
-fn a_taken_metrics_or_probe_port_fails_start_up_with_a_clear_error() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let busy = format!("127.0.0.1:{port}");
-    for (flag, other) in [("--metrics-addr", "--probe-addr"), ("--probe-addr", "--metrics-addr")] {
-        // A kubeconfig that does not exist: binding must fail before the client is built.
-        let cmd = operator_run(std::path::Path::new("/nonexistent/kubeconfig"), &[flag, &busy, other, "127.0.0.1:0"]);
-        let (status, stderr) = run_until(cmd, Duration::from_secs(60), |_| false);
-        let stderr = String::from_utf8_lossy(&stderr);
-        assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("{flag} {busy}")) && stderr.contains("in use"), "{stderr}");
-        assert!(!stderr.contains("Kubernetes client"), "bound after building the client: {stderr}");
-    }
-    drop(taken);
+/// Starts the binary and returns it with the address it announces on stderr.
+fn start_binary(mut cmd: Command) -> (std::process::Child, String) {
+    let mut child = cmd.spawn().expect("start the binary");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    let addr = first
+        .strip_prefix("development token server on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    // Keep draining stderr so that the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+async fn token_from(addr: &str, id: &str, secret: &str) -> Value {
+    let form = [("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)];
+    let resp = reqwest::Client::new().post(format!("http://{addr}/connect/token")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_serves_with_its_flags() {
+    install_crypto_provider();
+    let cmd = binary(&["--listen", "127.0.0.1:0", "--client", "flag-id:flag-secret", "--expires-in", "77"], &[]);
+    let (mut child, addr) = start_binary(cmd);
+    let body = token_from(&addr, "flag-id", "flag-secret").await;
+    assert_eq!(body["expires_in"], 77);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_flags_from_the_environment() {
+    install_crypto_provider();
+    let env = [
+        ("GDTO_DEV_LISTEN", "127.0.0.1:0"),
+        ("GDTO_DEV_CLIENTS", "env-id:env-secret,other-id:other-secret"),
+        ("GDTO_DEV_EXPIRES_IN", "120"),
+    ];
+    let (mut child, addr) = start_binary(binary(&[], &env));
+    assert_eq!(token_from(&addr, "other-id", "other-secret").await["expires_in"], 120);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
-fn text_logs_to_a_pipe_carry_no_colour_codes() {
-    // A kubeconfig whose API server is a closed port: the operator starts and logs, then
-    // fails to reach it; the test stops it once the start-up line is out.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: nowhere\n  cluster:\n    server: http://{closed}\n\
-             contexts:\n- name: nowhere\n  context:\n    cluster: nowhere\n    user: nobody\n\
-             users:\n- name: nobody\n  user: {{}}\ncurrent-context: nowhere\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = operator_run(
-        &kubeconfig,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--probe-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-            "--log-level",
-            "info",
-        ],
-    );
-    // Colours would be wanted, were stderr a terminal.
-    cmd.env_remove("NO_COLOR").env("TERM", "xterm-256color").env("CLICOLOR_FORCE", "1");
-    let (_, stderr) = run_until(cmd, Duration::from_secs(60), |out| out.contains("starting groupdocs-token-operator"));
-    let text = String::from_utf8_lossy(&stderr);
-    assert!(text.contains("starting groupdocs-token-operator"), "{text}");
-    assert!(text.contains(" INFO "), "plain level names: {text}");
-    assert!(!stderr.windows(2).any(|w| w == b"\x1b["), "ANSI escape codes in: {text:?}");
+fn the_binary_fails_with_a_clear_error_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = binary(&["--listen", &busy], &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("groupdocs-dev-token-server: ") && stderr.contains("in use"), "{stderr}");
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use groupdocs_dev_token_server::{DevServer, DevServerArgs};
 use groupdocs_token_operator::crd::GroupDocsCredential;
-use groupdocs_token_operator::devserver::{DevServer, DevServerArgs};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
