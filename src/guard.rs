@@ -4,7 +4,6 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::GroupDocsCredential;
@@ -36,7 +35,7 @@ pub async fn guarded<T>(future: impl std::future::Future<Output = T>, halt: &Can
 #[cfg(debug_assertions)]
 pub fn inject_panic_for_tests(cr: &GroupDocsCredential) {
     if let Ok(target) = std::env::var("GDTO_FAULT_PANIC_CREDENTIAL")
-        && target == format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any())
+        && target == format!("{}/{}", kube::ResourceExt::namespace(cr).unwrap_or_default(), kube::ResourceExt::name_any(cr))
     {
         panic!("injected by GDTO_FAULT_PANIC_CREDENTIAL");
     }
