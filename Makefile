@@ -5,7 +5,8 @@ TESTBINS_DIR ?= $(shell ./hack/testbins.sh --print-dir)
 export TESTBINS_DIR
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: bench all build test unit e2e testbins testbins-update host-deps crds check-crds lint cluster cluster-down demo demo-down manifests release image image-check check-docker-context
+.PHONY: all build testbins host-deps testbins-update crds manifests lint deny release image image-check \
+	check-docker-context test cluster cluster-down bench demo demo-down
 
 all: build
 
@@ -42,6 +43,10 @@ lint:
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	./hack/hadolint.sh
 
+## deny: licences, bans and sources of every dependency (cargo-deny, offline; see deny.toml)
+deny:
+	./hack/cargo-deny.sh
+
 ## release: the release binary, built from the Dockerfile's COPY paths alone, offline and --locked
 release:
 	$(CARGO) fetch --locked
@@ -60,7 +65,7 @@ check-docker-context:
 	./hack/docker-context-check.sh
 
 ## test: every test, the end-to-end ones against a real control plane and node included
-test: testbins lint image
+test: testbins lint deny image
 	$(CARGO) test --workspace --no-fail-fast
 
 ## cluster: start a local control plane in the background; prints `export KUBECONFIG=...`.

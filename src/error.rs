@@ -57,7 +57,7 @@ pub enum Error {
     /// A failure recorded in status by an earlier process (before a restart or failover), held
     /// until its retry time so the new process sends nothing the old one would not have.
     #[error("{message}")]
-    Held { reason: &'static str, message: String, retry_at: Timestamp },
+    Held { kind: TokenFailure, message: String, retry_at: Timestamp },
 }
 
 /// Who imposed a [`Error::RateLimited`] pause.
@@ -71,21 +71,37 @@ pub enum Limit {
     InFlight,
 }
 
-/// Every condition reason an [`Error`] can have, for reading one back from status.
-pub const REASONS: &[&str] = &[
-    "SecretNotFound",
-    "SecretNotLabelled",
-    "SecretKeyMissing",
-    "InvalidClient",
-    "RateLimited",
-    "TokenEndpointUnavailable",
-    "InvalidTokenResponse",
-    "TokenUrlNotAllowed",
-    "TargetConflict",
-    "InvalidSpec",
-    "KubernetesApiError",
-    "InternalError",
-];
+/// The kinds of failed token request: what status records and a restarted operator holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    InvalidClient,
+    RateLimited,
+    TokenEndpointUnavailable,
+    InvalidTokenResponse,
+}
+
+impl TokenFailure {
+    const ALL: [TokenFailure; 4] = [
+        TokenFailure::InvalidClient,
+        TokenFailure::RateLimited,
+        TokenFailure::TokenEndpointUnavailable,
+        TokenFailure::InvalidTokenResponse,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenFailure::InvalidClient => "InvalidClient",
+            TokenFailure::RateLimited => "RateLimited",
+            TokenFailure::TokenEndpointUnavailable => "TokenEndpointUnavailable",
+            TokenFailure::InvalidTokenResponse => "InvalidTokenResponse",
+        }
+    }
+
+    /// The kind whose condition reason is `reason`, read back from status.
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.reason() == reason)
+    }
+}
 
 impl Error {
     /// The condition reason (PascalCase), also used as metric label and event reason.
@@ -94,24 +110,21 @@ impl Error {
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretNotLabelled { .. } => "SecretNotLabelled",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
-            Error::InvalidClient { .. } => "InvalidClient",
-            Error::RateLimited { .. } => "RateLimited",
-            Error::TokenEndpointUnavailable { .. } => "TokenEndpointUnavailable",
-            Error::InvalidTokenResponse { .. } => "InvalidTokenResponse",
+            Error::InvalidClient { .. } => TokenFailure::InvalidClient.reason(),
+            Error::RateLimited { .. } => TokenFailure::RateLimited.reason(),
+            Error::TokenEndpointUnavailable { .. } => TokenFailure::TokenEndpointUnavailable.reason(),
+            Error::InvalidTokenResponse { .. } => TokenFailure::InvalidTokenResponse.reason(),
             Error::TokenUrlNotAllowed { .. } => "TokenUrlNotAllowed",
             Error::TargetConflict { .. } => "TargetConflict",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::KubeApi(_) | Error::TargetChanged { .. } => "KubernetesApiError",
             Error::Internal(_) => "InternalError",
-            Error::Held { reason, .. } => reason,
+            Error::Held { kind, .. } => kind.reason(),
         }
     }
 
     /// True when only a person can fix it (the `Stalled` condition); false when retrying may.
     pub fn is_stalled(&self) -> bool {
-        if let Error::Held { reason, .. } = self {
-            return STALLED_REASONS.contains(reason);
-        }
         matches!(
             self,
             Error::SecretNotFound { .. }
@@ -122,6 +135,7 @@ impl Error {
                 | Error::TargetConflict { .. }
                 | Error::InvalidSpec(_)
                 | Error::Internal(_)
+                | Error::Held { kind: TokenFailure::InvalidClient, .. }
         )
     }
 
@@ -139,36 +153,15 @@ impl Error {
 
     /// True for failures of a token request (as opposed to configuration or Kubernetes).
     pub fn is_token_failure(&self) -> bool {
-        if let Error::Held { reason, .. } = self {
-            return TOKEN_FAILURE_REASONS.contains(reason);
-        }
         matches!(
             self,
-            Error::InvalidClient { .. }
+            Error::Held { .. }
+                | Error::InvalidClient { .. }
                 | Error::RateLimited { .. }
                 | Error::TokenEndpointUnavailable { .. }
                 | Error::InvalidTokenResponse { .. }
         )
     }
-}
-
-const STALLED_REASONS: &[&str] = &[
-    "SecretNotFound",
-    "SecretNotLabelled",
-    "SecretKeyMissing",
-    "InvalidClient",
-    "TokenUrlNotAllowed",
-    "TargetConflict",
-    "InvalidSpec",
-    "InternalError",
-];
-
-const TOKEN_FAILURE_REASONS: &[&str] =
-    &["InvalidClient", "RateLimited", "TokenEndpointUnavailable", "InvalidTokenResponse"];
-
-/// The static reason string equal to `reason`, if it is one of ours.
-pub fn known_reason(reason: &str) -> Option<&'static str> {
-    REASONS.iter().copied().find(|r| *r == reason)
 }
 
 /// A [`kube::Error`] kept whole as the source of [`Error::KubeApi`] (shared, so that errors
@@ -246,15 +239,15 @@ mod tests {
                 "InternalError"
             ]
         );
-        let mut reasons: Vec<_> = all.iter().map(Error::reason).collect();
-        reasons.dedup();
-        assert_eq!(reasons, REASONS, "REASONS lists every variant's reason");
-        for e in &all {
-            let held = Error::Held { reason: e.reason(), message: e.to_string(), retry_at: t };
-            assert_eq!(held.is_stalled(), e.is_stalled(), "{}", e.reason());
-            assert_eq!(held.is_token_failure(), e.is_token_failure(), "{}", e.reason());
+        // A failure held from status reads and counts as the failure it was.
+        for e in all.iter().filter(|e| e.is_token_failure()) {
+            let kind = TokenFailure::from_reason(e.reason()).expect("every token failure has a kind");
+            let held = Error::Held { kind, message: e.to_string(), retry_at: t };
+            assert_eq!((held.reason(), held.is_stalled()), (e.reason(), e.is_stalled()));
             assert_eq!(held.to_string(), e.to_string());
         }
+        assert_eq!(all.iter().filter(|e| e.is_token_failure()).count(), TokenFailure::ALL.len());
+        assert_eq!(TokenFailure::from_reason("InvalidSpec"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use crate::conditions::{self, Facts, Outcome};
 use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
-use crate::error::{Error, Limit};
+use crate::error::{Error, Limit, TokenFailure};
 use crate::schedule;
 use crate::target::{CachedSecret, IssuedFor};
 use crate::token::broker::Refused;
@@ -89,9 +89,8 @@ pub(crate) fn held_by_status(
         .conditions
         .iter()
         .filter(|c| c.status == "True" && (c.type_ == conditions::STALLED || c.type_ == conditions::RECONCILING))
-        .find_map(|c| Some((crate::error::known_reason(&c.reason)?, c.message.clone())))?;
-    let held = Error::Held { reason: failing.0, message: failing.1, retry_at };
-    held.is_token_failure().then_some(held)
+        .find_map(|c| Some((TokenFailure::from_reason(&c.reason)?, c.message.clone())))?;
+    Some(Error::Held { kind: failing.0, message: failing.1, retry_at })
 }
 
 /// The token in `secret`, if it is ours, was issued for these inputs and is the one status
