@@ -35,7 +35,8 @@ pub async fn guarded<T>(future: impl std::future::Future<Output = T>, halt: &Can
 #[cfg(debug_assertions)]
 pub fn inject_panic_for_tests(cr: &GroupDocsCredential) {
     if let Ok(target) = std::env::var("GDTO_FAULT_PANIC_CREDENTIAL")
-        && target == format!("{}/{}", kube::ResourceExt::namespace(cr).unwrap_or_default(), kube::ResourceExt::name_any(cr))
+        && target
+            == format!("{}/{}", kube::ResourceExt::namespace(cr).unwrap_or_default(), kube::ResourceExt::name_any(cr))
     {
         panic!("injected by GDTO_FAULT_PANIC_CREDENTIAL");
     }
