@@ -58,7 +58,7 @@ pub struct HttpArgs {
     #[arg(long, env = "GDTO_CLIENT_AUTH", value_enum, default_value_t = ClientAuth::Post)]
     pub client_auth: ClientAuth,
     /// Timeout of one token request, connection included (1s to 10m).
-    #[arg(long, env = "GDTO_TOKEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_token_request_timeout)]
+    #[arg(long, env = "GDTO_TOKEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = |s: &str| TOKEN_REQUEST_TIMEOUT.parse(s).map(SignedDuration::unsigned_abs))]
     pub token_request_timeout: std::time::Duration,
     /// PEM file of extra CA certificates to trust for token endpoints (besides the system's).
     #[arg(long, env = "GDTO_EXTRA_CA_FILE")]
@@ -87,15 +87,15 @@ pub struct RunArgs {
     pub failed_request_budget: u32,
     /// How long credentials the endpoint rejected wait before they are tried again, unless
     /// their client Secret changes first (1m to 168h).
-    #[arg(long, env = "GDTO_INVALID_CLIENT_RETRY", default_value = "1h", value_parser = parse_invalid_client_retry)]
+    #[arg(long, env = "GDTO_INVALID_CLIENT_RETRY", default_value = "1h", value_parser = |s: &str| INVALID_CLIENT_RETRY.parse(s))]
     pub invalid_client_retry: SignedDuration,
     /// Shortest time between two renewals of one credential, whatever the token lifetime
     /// (1s to 1h).
-    #[arg(long, env = "GDTO_MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_min_refresh_interval)]
+    #[arg(long, env = "GDTO_MIN_REFRESH_INTERVAL", default_value = "30s", value_parser = |s: &str| MIN_REFRESH_INTERVAL.parse(s))]
     pub min_refresh_interval: SignedDuration,
     /// Longest wait between retries after transient failures (exponential backoff cap; 1s
     /// to 1h).
-    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "1m", value_parser = parse_max_backoff)]
+    #[arg(long, env = "GDTO_MAX_BACKOFF", default_value = "1m", value_parser = |s: &str| MAX_BACKOFF.parse(s))]
     pub max_backoff: SignedDuration,
     /// Credentials reconciled at the same time (1 to 1024).
     #[arg(long, env = "GDTO_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -110,14 +110,14 @@ pub struct RunArgs {
     #[arg(long, env = "GDTO_ROLLOUT_RESTARTS")]
     pub rollout_restarts: bool,
     /// At most one rollout restart per workload per this interval (1s to 24h).
-    #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = parse_rollout_restart_min_interval)]
+    #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = |s: &str| ROLLOUT_RESTART_MIN_INTERVAL.parse(s))]
     pub rollout_restart_min_interval: SignedDuration,
     /// How Secrets are read: `watch` (label-selected list/watch; changes act at once) or
     /// `get` (no list/watch on Secrets; GETs per reconcile and a periodic re-check).
     #[arg(long, env = "GDTO_SECRET_ACCESS", value_enum, default_value_t = SecretAccessArg::Watch)]
     pub secret_access: SecretAccessArg,
     /// With `--secret-access get`: how often every credential is re-checked (1s to 24h).
-    #[arg(long, env = "GDTO_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_recheck_interval)]
+    #[arg(long, env = "GDTO_RECHECK_INTERVAL", default_value = "5m", value_parser = |s: &str| RECHECK_INTERVAL.parse(s))]
     pub recheck_interval: SignedDuration,
     /// Elect a leader on a Lease: of several replicas only the leader reconciles.
     #[arg(long, env = "GDTO_LEADER_ELECT")]
@@ -127,7 +127,7 @@ pub struct RunArgs {
     pub leader_election_namespace: Option<String>,
     /// How long a leader's lease lasts without renewal: the longest a failover takes (2s to
     /// 1h).
-    #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = |s: &str| LEASE_DURATION.parse(s))]
     pub lease_duration: SignedDuration,
     /// Address of the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, env = "GDTO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -218,35 +218,6 @@ pub const LEASE_DURATION: DurationRange =
 /// `--token-request-timeout`: zero would fail every request; ten minutes is far beyond any
 /// answer worth waiting for.
 pub const TOKEN_REQUEST_TIMEOUT: DurationRange = DurationRange::new(SECOND, SignedDuration::from_mins(10));
-
-fn parse_invalid_client_retry(s: &str) -> Result<SignedDuration, String> {
-    INVALID_CLIENT_RETRY.parse(s)
-}
-
-fn parse_min_refresh_interval(s: &str) -> Result<SignedDuration, String> {
-    MIN_REFRESH_INTERVAL.parse(s)
-}
-
-fn parse_max_backoff(s: &str) -> Result<SignedDuration, String> {
-    MAX_BACKOFF.parse(s)
-}
-
-fn parse_rollout_restart_min_interval(s: &str) -> Result<SignedDuration, String> {
-    ROLLOUT_RESTART_MIN_INTERVAL.parse(s)
-}
-
-fn parse_recheck_interval(s: &str) -> Result<SignedDuration, String> {
-    RECHECK_INTERVAL.parse(s)
-}
-
-fn parse_lease_duration(s: &str) -> Result<SignedDuration, String> {
-    LEASE_DURATION.parse(s)
-}
-
-fn parse_token_request_timeout(s: &str) -> Result<std::time::Duration, String> {
-    // In range, so not negative.
-    Ok(TOKEN_REQUEST_TIMEOUT.parse(s)?.unsigned_abs())
-}
 
 /// Every duration flag of `run`, its range and its default, for the tests.
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod guard;
 pub mod http;
 pub mod leader;

@@ -1,32 +1,16 @@
 use super::*;
-use crate::crd::GroupDocsCredentialSpec;
 use jiff::SignedDuration;
 
+use crate::fixtures::issued_for;
+
 fn cr() -> GroupDocsCredential {
-    let mut cr = GroupDocsCredential::new("viewer", GroupDocsCredentialSpec::default());
-    cr.metadata.namespace = Some("apps".into());
-    cr.metadata.uid = Some("uid-1".into());
+    let mut cr = crate::fixtures::credential("uid-1");
     cr.spec.target.labels.insert("team".into(), "docs".into());
     cr
 }
 
 fn token() -> Token {
-    let issued_at: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
-    Token {
-        access_token: Sensitive::new("eyJ.abc.def"),
-        token_type: "Bearer".into(),
-        issued_at,
-        expires_at: issued_at + SignedDuration::from_hours(24),
-    }
-}
-
-fn issued_for() -> IssuedFor {
-    IssuedFor {
-        token_url: "https://api.groupdocs.cloud/connect/token".into(),
-        client_id: "client".into(),
-        scope: None,
-        client_secret_version: "42".into(),
-    }
+    crate::fixtures::token("eyJ.abc.def")
 }
 
 #[test]

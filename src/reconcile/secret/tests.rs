@@ -3,10 +3,7 @@
 //! a Secret that changed between cache and read, a replace that loses a race, and a 422.
 
 use super::*;
-use crate::crd::GroupDocsCredentialSpec;
-use crate::redact::Sensitive;
 use http::{Request, Response};
-use jiff::{SignedDuration, Timestamp};
 use kube::client::Body;
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -16,30 +13,10 @@ type Handle = mock::Handle<Request<Body>, Response<Body>>;
 const SECRETS: &str = "/api/v1/namespaces/apps/secrets";
 const TARGET: &str = "/api/v1/namespaces/apps/secrets/viewer-token";
 
+use crate::fixtures::{issued_for, token};
+
 fn cr() -> GroupDocsCredential {
-    let mut cr = GroupDocsCredential::new("viewer", GroupDocsCredentialSpec::default());
-    cr.metadata.namespace = Some("apps".into());
-    cr.metadata.uid = Some("cr-uid".into());
-    cr
-}
-
-fn token(value: &str) -> Token {
-    let issued_at: Timestamp = "2026-11-28T10:00:00Z".parse().unwrap();
-    Token {
-        access_token: Sensitive::new(value),
-        token_type: "Bearer".into(),
-        issued_at,
-        expires_at: issued_at + SignedDuration::from_hours(24),
-    }
-}
-
-fn issued_for() -> IssuedFor {
-    IssuedFor {
-        token_url: "https://api.groupdocs.cloud/connect/token".into(),
-        client_id: "client".into(),
-        scope: None,
-        client_secret_version: "42".into(),
-    }
+    crate::fixtures::credential("cr-uid")
 }
 
 /// Our Secret as the API server would hold it, holding `value`.
