@@ -8,8 +8,10 @@ COPY src src
 COPY crds crds
 COPY testenv testenv
 COPY bench bench
-# A workspace member (the development token server): needed to load the workspace, not built.
+# Workspace members (the development token server, the tests' support): needed to load the
+# workspace, not built.
 COPY devserver devserver
+COPY test-support test-support
 RUN cargo build --release --locked --bin groupdocs-token-operator -p groupdocs-token-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

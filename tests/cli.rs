@@ -1,4 +1,6 @@
 //! The operator binary's start-up, without a cluster: bind errors and plain logs.
+// A test: its helpers panic as the failure report, like its test functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read as _;
 use std::process::{Command, ExitStatus, Stdio};

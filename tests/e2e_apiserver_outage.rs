@@ -1,13 +1,16 @@
 //! A 30 s kube-apiserver outage in the middle of renewals. Alone in its binary: it stops the
 //! control plane that the binary's other tests would share.
 
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;
 
 use groupdocs_dev_token_server::DevServerArgs;
 use serde_json::json;
-use support::{Env, wait_for};
+use support::{Env, OPERATOR, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -20,7 +23,7 @@ async fn e2e_operator_rides_out_a_30s_apiserver_outage() {
         return;
     }
     // 20 s tokens renew about 13 s after issue: inside the outage.
-    let mut env = Env::new("outage", DevServerArgs { expires_in: 20, ..Default::default() }).await;
+    let mut env = Env::new(OPERATOR, "outage", DevServerArgs { expires_in: 20, ..Default::default() }).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.start_operator(&["--max-backoff", "2s"]);
     for i in 0..3 {

@@ -2,14 +2,15 @@
 //! CRDs become Established, kube-controller-manager collects garbage, service-account tokens
 //! authenticate and RBAC refuses what they may not do.
 
-mod support;
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use support::{client, kubectl, wait_for};
+use test_support::{client, kubectl, kubectl_as, service_account_kubeconfig, wait_for};
 
 #[test]
 fn e2e_version_is_the_pinned_release() {
@@ -23,7 +24,7 @@ fn e2e_version_is_the_pinned_release() {
 
 #[test]
 fn e2e_crd_becomes_established() {
-    support::install_crd();
+    test_support::install_crd();
     let out = kubectl(&[
         "get",
         "crd",
@@ -35,7 +36,8 @@ fn e2e_crd_becomes_established() {
     // The OpenAPI document of a new CRD is published shortly after it is Established.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let out = support::control_plane().kubectl().args(["explain", "gdc.spec.clientSecretRef"]).output().unwrap();
+        let out =
+            test_support::control_plane().kubectl().args(["explain", "gdc.spec.clientSecretRef"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("groupdocs.cloud/client-credentials") {
             break;
@@ -88,17 +90,10 @@ fn e2e_service_account_tokens_authenticate_and_rbac_refuses() {
         "-n",
         &ns,
     ]);
-    let token = kubectl(&["create", "token", "reader", "-n", &ns]);
     // A kubeconfig for the service account: the same cluster, only its token.
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubectl(&["config", "view", "--raw", "--minify"])).unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap();
-    kubectl(&["--kubeconfig", kubeconfig, "config", "set-credentials", "reader", "--token", token.trim()]);
-    kubectl(&["--kubeconfig", kubeconfig, "config", "set-context", "--current", "--user", "reader"]);
-    let as_reader = |args: &[&str]| {
-        support::control_plane().kubectl().args(["--kubeconfig", kubeconfig]).args(args).output().unwrap()
-    };
+    let kubeconfig = service_account_kubeconfig(&ns, "reader", dir.path());
+    let as_reader = |args: &[&str]| kubectl_as(&kubeconfig, args);
     let allowed = as_reader(&["get", "configmaps", "-n", &ns]);
     assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
     let refused = as_reader(&["get", "secrets", "-n", &ns]);

@@ -3,6 +3,9 @@
 //! its ServiceAccount (and refused what it must not do), namespaced mode, leader election
 //! failover, and rollout restarts. Own binary: helm owns the CRD here.
 
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::OnceLock;
@@ -12,10 +15,11 @@ use groupdocs_dev_token_server::DevServerArgs;
 use groupdocs_token_operator::leader::LEASE_NAME;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::{Env, Operator, helm, kubectl, reconciles, service_account_kubeconfig, wait_for, wait_reconciles};
+use support::{
+    Env, OPERATOR, helm, kubectl, kubectl_as, reconciles, service_account_kubeconfig, wait_for, wait_reconciles,
+};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/groupdocs-token-operator");
 const RELEASE_NS: &str = "gdto-system";
@@ -102,7 +106,7 @@ async fn e2e_helm_install_restricted_and_its_rbac_suffices() {
     assert!(crd.contains("\"helm.sh/resource-policy\":\"keep\""), "{crd}");
 
     // The operator, run with a token of the chart's ServiceAccount, does the whole job.
-    let mut env = Env::new("helm-rbac", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "helm-rbac", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();
     env.start_operator_as(RELEASE_NS, SA, dir.path());
@@ -116,7 +120,7 @@ async fn e2e_helm_install_restricted_and_its_rbac_suffices() {
     // What it must not do is refused.
     let kubeconfig = service_account_kubeconfig(RELEASE_NS, SA, dir.path());
     let as_operator = |args: &[&str]| {
-        let out = support::control_plane().kubectl().env("KUBECONFIG", &kubeconfig).args(args).output().unwrap();
+        let out = kubectl_as(&kubeconfig, args);
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     for args in [
@@ -134,8 +138,8 @@ async fn e2e_helm_install_restricted_and_its_rbac_suffices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_helm_namespaced_mode_is_confined() {
     installed(); // the CRD comes with the main release
-    let mut allowed = Env::new("scoped-in", DevServerArgs::default()).await;
-    let outside = Env::new("scoped-out", DevServerArgs::default()).await;
+    let mut allowed = Env::new(OPERATOR, "scoped-in", DevServerArgs::default()).await;
+    let outside = Env::new(OPERATOR, "scoped-out", DevServerArgs::default()).await;
     kubectl(&["create", "namespace", "gdto-scoped"]);
     run_helm(&[
         "install",
@@ -157,24 +161,14 @@ async fn e2e_helm_namespaced_mode_is_confined() {
     outside.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig("gdto-scoped", sa, dir.path());
-    allowed.operator = Some(Operator::start_as(&allowed.ns, &[], &kubeconfig));
+    allowed.operator = Some(allowed.launch(&[], &kubeconfig, &[]));
     allowed.create_credential("inside", "gd-client", json!({})).await;
     allowed.wait_ready("inside").await;
 
-    let out = support::control_plane()
-        .kubectl()
-        .env("KUBECONFIG", &kubeconfig)
-        .args(["get", "secrets", "-n", &outside.ns])
-        .output()
-        .unwrap();
+    let out = kubectl_as(&kubeconfig, &["get", "secrets", "-n", &outside.ns]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("Forbidden"), "Secrets outside the list: {stderr}");
-    let out = support::control_plane()
-        .kubectl()
-        .env("KUBECONFIG", &kubeconfig)
-        .args(["get", "secrets", "--all-namespaces"])
-        .output()
-        .unwrap();
+    let out = kubectl_as(&kubeconfig, &["get", "secrets", "--all-namespaces"]);
     assert!(!out.status.success(), "no cluster-wide Secret access");
     outside.cleanup().await;
     allowed.cleanup().await;
@@ -183,15 +177,15 @@ async fn e2e_helm_namespaced_mode_is_confined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_helm_leader_failover_without_duplicate_requests() {
     installed();
-    let env = Env::new("leader", DevServerArgs::default()).await;
+    let env = Env::new(OPERATOR, "leader", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(RELEASE_NS, SA, dir.path());
     let flags = ["--leader-elect", "--leader-election-namespace", RELEASE_NS, "--lease-duration", "4s"];
-    let mut first = Operator::start_with(&env.ns, &flags, &kubeconfig, &[("POD_NAME", "replica-a")]);
+    let mut first = env.launch(&flags, &kubeconfig, &[("POD_NAME", "replica-a")]);
     let holder = wait_for("a leader", Duration::from_secs(30), || async { lease_holder(&env).await }).await;
     assert_eq!(holder, "replica-a");
-    let mut second = Operator::start_with(&env.ns, &flags, &kubeconfig, &[("POD_NAME", "replica-b")]);
+    let mut second = env.launch(&flags, &kubeconfig, &[("POD_NAME", "replica-b")]);
     env.create_credential("led", "gd-client", json!({})).await;
     env.wait_ready("led").await;
     assert_eq!(env.dev.stats().token_requests, 1);
@@ -237,7 +231,7 @@ async fn lease_holder(env: &Env) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_helm_rollout_restart_targets() {
     installed(); // rolloutRestarts.enabled=true: the chart's RBAC allows patching workloads
-    let mut env = Env::new("rollout", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "rollout", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let app: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "reads-once"},
@@ -255,11 +249,8 @@ async fn e2e_helm_rollout_restart_targets() {
     // Long enough that the second renewal below surely comes inside it.
     const MIN_INTERVAL: i64 = 10;
     let interval = format!("{MIN_INTERVAL}s");
-    env.operator = Some(Operator::start_as(
-        &env.ns,
-        &["--rollout-restarts", "--rollout-restart-min-interval", &interval],
-        &kubeconfig,
-    ));
+    env.operator =
+        Some(env.launch(&["--rollout-restarts", "--rollout-restart-min-interval", &interval], &kubeconfig, &[]));
     env.create_credential(
         "restarts",
         "gd-client",
@@ -329,15 +320,7 @@ async fn e2e_helm_rollout_restart_targets() {
         (status.rollout_restart_fingerprint.as_deref() == Some(fp2.as_str())).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    let restarts = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RolloutRestarted"))
-        .count();
+    let restarts = env.events("RolloutRestarted").await.len();
     assert_eq!(restarts, 2, "one RolloutRestarted event per restart");
     env.cleanup().await;
 }
@@ -345,7 +328,7 @@ async fn e2e_helm_rollout_restart_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_helm_get_only_secret_access() {
     installed();
-    let mut env = Env::new("get-only", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "get-only", DevServerArgs::default()).await;
     kubectl(&["create", "namespace", "gdto-get-only"]);
     run_helm(&[
         "install",
@@ -378,8 +361,7 @@ async fn e2e_helm_get_only_secret_access() {
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig("gdto-get-only", "strict-groupdocs-token-operator", dir.path());
-    env.operator =
-        Some(Operator::start_as(&env.ns, &["--secret-access", "get", "--recheck-interval", "3s"], &kubeconfig));
+    env.operator = Some(env.launch(&["--secret-access", "get", "--recheck-interval", "3s"], &kubeconfig, &[]));
     env.create_credential("polled", "gd-client", json!({})).await;
     env.wait_ready("polled").await;
     let token = env.token_in("polled-token").await.unwrap();

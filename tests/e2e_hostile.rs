@@ -2,6 +2,9 @@
 //! message (or is refused by the API server's schema validation with one), no token request
 //! goes to a URL that is not allowed, and nothing makes the operator renew in a loop.
 
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeSet;
@@ -12,7 +15,7 @@ use groupdocs_token_operator::crd::GroupDocsCredential;
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
-use support::{Env, reconciles_where, wait_reconciles_where};
+use support::{Env, OPERATOR, kubectl_with_input, reconciles_where, wait_reconciles_where};
 
 enum Expect {
     /// The API server refuses the object; its message contains this.
@@ -25,7 +28,7 @@ use Expect::{Condition, Rejected};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_hostile_credentials_get_specific_reasons() {
-    let mut env = Env::new("hostile", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "hostile", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.put_client_secret("empty-values", " ", "", true).await;
     let redirector = DevServer::start(DevServerArgs::default()).await.unwrap();
@@ -135,7 +138,7 @@ async fn e2e_hostile_credentials_get_specific_reasons() {
         // Through the dynamic path: a typed client could not even express some of these.
         let result = match serde_json::from_value::<GroupDocsCredential>(object.clone()) {
             Ok(cr) => api.create(&PostParams::default(), &cr).await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(_) => kubectl_create(&env.ns, &object),
+            Err(_) => kubectl_with_input(&["create", "-n", &env.ns, "-f", "-"], &object.to_string()).map(drop),
         };
         match (expect, result) {
             (Rejected(text), Err(e)) => {
@@ -219,19 +222,4 @@ fn merge(target: &mut Value, patch: &Value) {
         }
         (t, p) => *t = p.clone(),
     }
-}
-
-fn kubectl_create(ns: &str, object: &Value) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = support::control_plane()
-        .kubectl()
-        .args(["create", "-n", ns, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(object.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }

@@ -8,7 +8,8 @@
 //! install, renewals under consumer load (with a rollout-restarted Deployment), leader
 //! failover, `helm upgrade`, `helm uninstall`.
 
-mod support;
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sha2::Digest;
-use support::{helm, kubectl, wait_for};
+use test_support::{helm, kubectl, kubectl_ok, wait_for};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/groupdocs-token-operator");
 const RELEASE: &str = "groupdocs-token-operator";
@@ -37,7 +38,7 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Starts this binary's control plane with a node, or says why it cannot (a failure in CI).
 fn node_available() -> bool {
     if std::env::var_os(testenv::EXISTING_CLUSTER_ENV).is_some_and(|v| v == "1") {
-        support::control_plane();
+        test_support::control_plane();
         return true;
     }
     match testenv::node::preflight().and_then(|()| testenv::node_images()) {
@@ -58,15 +59,6 @@ fn node_available() -> bool {
 /// The address pods reach the host on (the bridge's gateway), where the token server listens.
 fn host_ip() -> String {
     std::env::var("GDTO_E2E_HOST_IP").unwrap_or_else(|_| testenv::node::GATEWAY.to_string())
-}
-
-fn kubectl_ok(args: &[&str]) -> Result<String, String> {
-    let out = support::control_plane().kubectl().args(args).output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 fn run_helm(args: &[&str]) -> String {
@@ -241,7 +233,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     }
     groupdocs_token_operator::install_crypto_provider();
     let _ = std::fs::remove_file(REPORT);
-    let client = support::client().await;
+    let client = test_support::client().await;
     let host = host_ip();
 
     // The token server, over TLS for the operator (https is required off loopback) and plain
@@ -500,7 +492,7 @@ async fn e2e_node_operator_image_renews_tokens_for_mounting_pods() {
     let metrics_path = format!("/api/v1/namespaces/{SYSTEM_NS}/pods/{new_leader}:8080/proxy/metrics");
     wait_for("the new leader's first reconciles", Duration::from_secs(60), || async {
         let metrics = kubectl_ok(&["get", "--raw", &metrics_path]).ok()?;
-        (support::reconciles_in(&metrics, |result| result == "Ok") >= 1).then_some(())
+        (test_support::reconciles_in(&metrics, |result| result == "Ok") >= 1).then_some(())
     })
     .await;
     assert_eq!(dev.stats().token_requests, requests, "the new leader requested a token it already had");
@@ -570,7 +562,7 @@ fn assert_root_filesystems_read_only() {
     if std::env::var_os(testenv::EXISTING_CLUSTER_ENV).is_some_and(|v| v == "1") {
         return; // another cluster's runtime is not ours to inspect
     }
-    let socket = testenv::node::Layout::new(&support::control_plane().dir).containerd_socket();
+    let socket = testenv::node::Layout::new(&test_support::control_plane().dir).containerd_socket();
     let ctr = |args: &[&str]| {
         let out = std::process::Command::new("ctr")
             .args(["--address", socket.to_str().unwrap(), "--namespace", "k8s.io"])

@@ -1,20 +1,23 @@
 //! End-to-end: the operator binary against the real control plane and the development token
 //! server. Request counts are read on the server's side.
 
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;
 
 use groupdocs_dev_token_server::{DevServerArgs, Fault};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{Env, reconciles, wait_for, wait_reconciles};
+use support::{Env, OPERATOR, reconciles, wait_for, wait_reconciles};
 
 const SECS_30: Duration = Duration::from_secs(30);
 
 async fn env_with(name: &str, dev: DevServerArgs) -> Env {
-    let mut env = Env::new(name, dev).await;
+    let mut env = Env::new(OPERATOR, name, dev).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.start_operator(&[]);
     env
@@ -326,14 +329,10 @@ async fn e2e_ten_credentials_on_one_client_cost_one_request() {
     // round trip orders the check after those echoes.
     env.create_credential("late", "gd-client", json!({})).await;
     env.wait_ready("late").await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
-    let issued = events.list(&Default::default()).await.unwrap().items;
+    let issued = env.events("TokenIssued").await;
     for name in names.iter().map(String::as_str).chain(["late"]) {
-        let count = issued
-            .iter()
-            .filter(|e| e.reason.as_deref() == Some("TokenIssued"))
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .count();
+        let count =
+            issued.iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)).count();
         assert_eq!(count, 1, "TokenIssued events for {name}");
     }
     env.cleanup().await;
@@ -369,7 +368,7 @@ async fn e2e_force_refresh_annotation_renews_exactly_once() {
 async fn e2e_plain_manifests_rbac_suffices() {
     let manifests = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/groupdocs-token-operator.yaml");
     support::kubectl(&["apply", "--server-side", "--force-conflicts", "-f", manifests]);
-    let mut env = Env::new("rbac", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "rbac", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     let dir = tempfile::tempdir().unwrap();
     env.start_operator_as("groupdocs-token-operator", "groupdocs-token-operator", dir.path());
@@ -387,7 +386,7 @@ async fn e2e_plain_manifests_rbac_suffices() {
 async fn e2e_kube_api_qps_spreads_the_writes_and_still_converges() {
     const CREDENTIALS: usize = 10;
     const QPS: u32 = 2;
-    let mut env = Env::new("qps", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "qps", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     // All there before the operator starts: without a limit, their writes land within moments.
     let names: Vec<String> = (0..CREDENTIALS).map(|i| format!("q{i}")).collect();

@@ -2,6 +2,9 @@
 //! annotations, a credential whose reconcile panics, restart storms) must not stop another
 //! namespace's renewals or push the token endpoint into its cooldown.
 
+// A test crate: a panic is the failure report (the operator's own code denies these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -11,38 +14,11 @@ use std::time::{Duration, Instant};
 use groupdocs_dev_token_server::{DevServerArgs, Fault, Stats};
 use groupdocs_token_operator::crd::GroupDocsCredential;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::{Env, Operator, control_plane, wait_for};
-
-/// A namespace besides the test's own, with a labelled client Secret and credentials in it.
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let meta = ObjectMeta { name: Some(name.to_string()), ..Default::default() };
-    api.create(&PostParams::default(), &Namespace { metadata: meta, ..Default::default() }).await.unwrap();
-}
-
-async fn client_secret(client: &Client, ns: &str, name: &str, id: &str, secret: &str) {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let body = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "labels": {"groupdocs.cloud/client-credentials": "true"}},
-        "stringData": {"client_id": id, "client_secret": secret},
-    });
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&body)).await.unwrap();
-}
-
-async fn credential(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    let api: Api<GroupDocsCredential> = Api::namespaced(client.clone(), ns);
-    let cr: GroupDocsCredential = serde_json::from_value(json!({
-        "apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &cr).await.unwrap();
-}
+use support::objects::{create_credential as credential, create_namespace, put_client_secret};
+use support::{Env, OPERATOR, control_plane, metrics, wait_for};
 
 async fn fingerprint(client: &Client, ns: &str, name: &str) -> Option<String> {
     let api: Api<GroupDocsCredential> = Api::namespaced(client.clone(), ns);
@@ -77,22 +53,19 @@ fn report(line: &str) {
     }
 }
 
-/// A value of the operator's /metrics (first sample of `name`), 0 when absent.
+/// The sum of the samples of `name` in the operator's /metrics, 0 when absent.
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    metrics::sum(text, name, |_| true) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_a_hostile_workload_annotation_leaves_another_namespace_renewing() {
-    let mut env = Env::new("hostile-workload", DevServerArgs { expires_in: 20, ..DevServerArgs::default() }).await;
+    let mut env =
+        Env::new(OPERATOR, "hostile-workload", DevServerArgs { expires_in: 20, ..DevServerArgs::default() }).await;
     let bystander = format!("{}-bystander", env.ns);
-    namespace(&env.client, &bystander).await;
+    create_namespace(&env.client, &bystander).await.unwrap();
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
-    client_secret(&env.client, &bystander, "gd-client", "demo-client-id", "demo-client-secret").await;
+    put_client_secret(&env.client, &bystander, "gd-client", "demo-client-id", "demo-client-secret", true).await;
 
     // The workload owner of the hostile namespace writes restart annotations at the far ends
     // of time, and garbage, on the workloads the operator restarts.
@@ -161,17 +134,13 @@ async fn e2e_a_hostile_workload_annotation_leaves_another_namespace_renewing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_a_panicking_reconcile_fails_only_its_credential() {
-    let mut env = Env::new("panic", DevServerArgs { expires_in: 12, ..DevServerArgs::default() }).await;
+    let mut env = Env::new(OPERATOR, "panic", DevServerArgs { expires_in: 12, ..DevServerArgs::default() }).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.create_credential("doomed", "gd-client", json!({})).await;
     env.create_credential("healthy", "gd-client", json!({"target": {"name": "healthy-token"}})).await;
     let target = format!("{}/doomed", env.ns);
-    env.operator = Some(Operator::start_with(
-        &env.ns,
-        &[],
-        &control_plane().kubeconfig,
-        &[("GDTO_FAULT_PANIC_CREDENTIAL", target.as_str())],
-    ));
+    env.operator =
+        Some(env.launch(&[], &control_plane().kubeconfig, &[("GDTO_FAULT_PANIC_CREDENTIAL", target.as_str())]));
 
     let stalled = env.wait_condition("doomed", "Stalled", "True", "InternalError", Duration::from_secs(30)).await;
     assert!(stalled.message.contains("GDTO_FAULT_PANIC_CREDENTIAL"), "{}", stalled.message);
@@ -221,16 +190,16 @@ fn max_rejections_per_minute(samples: &[(Instant, Stats)]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_a_restart_storm_keeps_broken_credentials_within_the_budget() {
     // The real limiter: 20 failures within a minute bring a 10-minute cooldown.
-    let mut env = Env::new("storm", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "storm", DevServerArgs::default()).await;
     let namespaces = [env.ns.clone(), format!("{}-b", env.ns), format!("{}-c", env.ns)];
     for ns in &namespaces[1..] {
-        namespace(&env.client, ns).await;
+        create_namespace(&env.client, ns).await.unwrap();
     }
     let url = env.dev.token_url();
     for (n, ns) in namespaces.iter().enumerate() {
         for i in 0..10 {
             let secret = format!("broken-{i}");
-            client_secret(&env.client, ns, &secret, &format!("unknown-{n}-{i}"), "wrong").await;
+            put_client_secret(&env.client, ns, &secret, &format!("unknown-{n}-{i}"), "wrong", true).await;
             credential(
                 &env.client,
                 ns,
@@ -275,7 +244,7 @@ async fn e2e_a_restart_storm_keeps_broken_credentials_within_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_a_rate_limited_credential_writes_no_status_while_it_waits() {
-    let mut env = Env::new("quiet", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "quiet", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.dev.set_fault(Fault::TooManyRequests { retry_after: Some("600".into()) });
     env.create_credential("limited", "gd-client", json!({})).await;
@@ -310,7 +279,7 @@ async fn e2e_a_rate_limited_credential_writes_no_status_while_it_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_forced_refreshes_wait_for_the_minimum_interval() {
-    let mut env = Env::new("forced", DevServerArgs::default()).await;
+    let mut env = Env::new(OPERATOR, "forced", DevServerArgs::default()).await;
     env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
     env.create_credential("viewer", "gd-client", json!({})).await;
     env.start_operator(&["--min-refresh-interval", "15s"]);

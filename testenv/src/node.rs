@@ -409,12 +409,12 @@ pub fn teardown(layout: &Layout, pids: &[(&str, Option<i32>)], proxy_bin: Option
             && *name != "node-holder"
             && *name != "containerd"
         {
-            crate::stop_pid(*pid, Duration::from_secs(10));
+            crate::process::stop_pid(*pid, Duration::from_secs(10));
         }
     }
     kill_cgroup_tree(&mut errors);
     if let Some((_, Some(pid))) = pids.iter().find(|(n, _)| *n == "containerd") {
-        crate::stop_pid(*pid, Duration::from_secs(10));
+        crate::process::stop_pid(*pid, Duration::from_secs(10));
     }
     // containerd's shims outlive it; they are the last processes in the namespace.
     if let Some(ns) = &holder_ns {
@@ -424,7 +424,7 @@ pub fn teardown(layout: &Layout, pids: &[(&str, Option<i32>)], proxy_bin: Option
         }
     }
     if let Some(pid) = holder {
-        crate::stop_pid(pid, Duration::from_secs(5));
+        crate::process::stop_pid(pid, Duration::from_secs(5));
     }
     if let Some(bin) = proxy_bin
         && let Err(e) = run(&bin.to_string_lossy(), &["--cleanup"])

@@ -1,0 +1,177 @@
+//! The results: one [`Row`] per population, the renewal wave and the extra scenarios, written
+//! as `latest.json` (these types, serialized), `latest.md` (the same figures as tables) and
+//! two SVG plots.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::wave::Wave;
+
+/// One population of N credentials: cold start, idle, restart and the floor.
+#[derive(Default, Debug, Serialize)]
+pub struct Row {
+    pub n: usize,
+    pub clients: usize,
+    pub cold_start_s: f64,
+    pub p50_ms: u128,
+    pub p99_ms: u128,
+    pub token_requests: u64,
+    /// `apiserver_request_total` during the cold start, by verb and resource.
+    pub api_requests: BTreeMap<String, f64>,
+    pub peak_rss_mib: f64,
+    pub cpu_s: f64,
+    pub idle_secs: u64,
+    pub idle_writes: f64,
+    pub idle_token_requests: u64,
+    pub idle_cpu_s: f64,
+    pub restart_s: f64,
+    pub restart_writes: f64,
+    pub restart_token_requests: u64,
+    pub restart_peak_rss_mib: f64,
+    pub floor_s: f64,
+    pub ratio: f64,
+}
+
+/// Unrelated Secrets beside the largest population, and the operator's RSS around them.
+#[derive(Debug, Serialize)]
+pub struct Unrelated {
+    pub count: usize,
+    pub rss_before_mib: f64,
+    pub rss_after_mib: f64,
+}
+
+/// New credentials, one at a time, beside the largest population: creation to Ready.
+#[derive(Debug, Serialize)]
+pub struct NewCredentials {
+    pub count: usize,
+    /// One is created every this many seconds.
+    pub interval_s: f64,
+    pub p50_ms: u128,
+    pub p99_ms: u128,
+}
+
+/// Everything `latest.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub rows: Vec<Row>,
+    pub unrelated_secrets: Option<Unrelated>,
+    pub new_crs: Option<NewCredentials>,
+    pub renewal_wave: Option<Wave>,
+}
+
+impl Report {
+    pub fn new() -> Report {
+        Report {
+            date: jiff::Timestamp::now().to_string(),
+            machine: format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
+            rows: Vec::new(),
+            unrelated_secrets: None,
+            new_crs: None,
+            renewal_wave: None,
+        }
+    }
+
+    /// Writes the four files into `dir` and prints the tables.
+    pub fn write(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(self).unwrap() + "\n").unwrap();
+        let md = self.markdown();
+        std::fs::write(dir.join("latest.md"), &md).unwrap();
+        let points = |f: &dyn Fn(&Row) -> f64| self.rows.iter().map(|r| (r.n as f64, f(r))).collect::<Vec<_>>();
+        let time = svg(
+            "time until all Ready (s) over N",
+            &points(&|r| r.cold_start_s),
+            &points(&|r| r.floor_s),
+            "operator",
+            "floor",
+        );
+        std::fs::write(dir.join("time-to-ready.svg"), time).unwrap();
+        let memory = svg("operator peak RSS (MiB) over N", &points(&|r| r.peak_rss_mib), &[], "peak RSS", "");
+        std::fs::write(dir.join("memory.svg"), memory).unwrap();
+        eprintln!("bench: results in {}", dir.display());
+        print!("{md}");
+    }
+
+    /// The tables and sentences of `latest.md`.
+    pub fn markdown(&self) -> String {
+        let mut md = String::from(
+            "| N CRs | clients | all Ready | p50 | p99 | token requests | peak RSS | CPU | floor | ratio | idle writes / token requests / CPU | restart: time, writes, token requests, peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            md.push_str(&format!(
+                "| {} | {} | {:.1} s | {} ms | {} ms | {} | {:.1} MiB | {:.1} s | {:.1} s | {:.2} | {} / {} / {:.2} s in {} s | {:.1} s, {}, {}, {:.1} MiB |\n",
+                r.n, r.clients, r.cold_start_s, r.p50_ms, r.p99_ms, r.token_requests, r.peak_rss_mib, r.cpu_s,
+                r.floor_s, r.ratio, r.idle_writes, r.idle_token_requests, r.idle_cpu_s, r.idle_secs, r.restart_s,
+                r.restart_writes, r.restart_token_requests, r.restart_peak_rss_mib
+            ));
+        }
+        if let Some(u) = &self.unrelated_secrets {
+            md.push_str(&format!(
+                "\n{} unrelated Secrets: operator RSS {:.1} MiB before, {:.1} MiB after.\n",
+                u.count, u.rss_before_mib, u.rss_after_mib
+            ));
+        }
+        if let Some(c) = &self.new_crs {
+            md.push_str(&format!(
+                "\n{} new CRs, one every {} s, beside the largest population: creation-to-Ready p50 {} ms, p99 {} ms.\n",
+                c.count, c.interval_s, c.p50_ms, c.p99_ms
+            ));
+        }
+        if let Some(wave) = &self.renewal_wave {
+            md.push_str(&wave.markdown());
+        }
+        md
+    }
+}
+
+/// The 50th and 99th percentiles of `samples`, in milliseconds (0 when there are none).
+pub fn percentiles(samples: &[Duration]) -> (u128, u128) {
+    let mut ms: Vec<u128> = samples.iter().map(Duration::as_millis).collect();
+    ms.sort_unstable();
+    let at = |q: f64| ms.get(((ms.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+    (at(0.50), at(0.99))
+}
+
+/// A small line chart with a logarithmic N axis.
+fn svg(title: &str, a: &[(f64, f64)], b: &[(f64, f64)], a_name: &str, b_name: &str) -> String {
+    let (w, h, m) = (640.0, 360.0, 50.0);
+    let max_y = a.iter().chain(b).map(|p| p.1).fold(1e-9, f64::max) * 1.1;
+    let (min_x, max_x) = a.iter().map(|p| p.0.log10()).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let span = (max_x - min_x).max(1e-9);
+    let xy = |p: &(f64, f64)| (m + (p.0.log10() - min_x) / span * (w - 2.0 * m), h - m - p.1 / max_y * (h - 2.0 * m));
+    let line = |pts: &[(f64, f64)], color: &str| {
+        let path: Vec<String> = pts
+            .iter()
+            .map(|p| {
+                let (x, y) = xy(p);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let dots: String = pts.iter().map(|p| { let (x, y) = xy(p); format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{color}\"/><text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\">{:.1}</text>", y - 6.0, p.1) }).collect();
+        format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>{dots}", path.join(" "))
+    };
+    let labels: String = a
+        .iter()
+        .map(|p| {
+            let (x, _) = xy(p);
+            format!(
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">N={}</text>",
+                h - m + 18.0,
+                p.0
+            )
+        })
+        .collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{m}\" y=\"25\" font-size=\"14\">{title}</text><line x1=\"{m}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{0}\" stroke=\"black\"/>{labels}{2}{3}<text x=\"{4}\" y=\"45\" font-size=\"11\" fill=\"#1f77b4\">{a_name}</text><text x=\"{4}\" y=\"60\" font-size=\"11\" fill=\"#ff7f0e\">{b_name}</text></svg>\n",
+        h - m,
+        w - m,
+        line(a, "#1f77b4"),
+        if b.is_empty() { String::new() } else { line(b, "#ff7f0e") },
+        w - 150.0
+    )
+}
