@@ -73,6 +73,8 @@ pub struct Want {
 const INVALID_CLIENT_SHARE_OF_REMAINING: i32 = 4;
 /// ...but not less than this.
 const MIN_HOLD: SignedDuration = SignedDuration::from_secs(10);
+/// How long a request waits in place for others in flight to settle before it is refused.
+const BUSY_WAIT_IN_PLACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// A request refused because others are in flight looks again after this long.
 const BUSY_WAIT: SignedDuration = SignedDuration::from_secs(3);
 
@@ -107,6 +109,8 @@ pub struct Broker<F> {
     pauses: Mutex<HashMap<PauseKey, Timestamp>>,
     /// Recent failures and requests in flight by endpoint origin, for the failed-request budget.
     budgets: Mutex<HashMap<String, Budget>>,
+    /// Notified whenever a request leaves the budget's in-flight list.
+    settled: tokio::sync::Notify,
 }
 
 /// A [`Broker::token`] call that gave no token.
@@ -146,6 +150,7 @@ impl<F: Fetch> Broker<F> {
             slots: Mutex::default(),
             pauses: Mutex::default(),
             budgets: Mutex::default(),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -171,7 +176,7 @@ impl<F: Fetch> Broker<F> {
             .filter(|t| *t > now)
             .max();
         let user = User { tenant: tenant.into(), healthy: valid_until.is_some() };
-        self.reserve_budget(req, &user, now).map_err(not_sent)?;
+        self.reserve_budget(req, &user).await.map_err(not_sent)?;
 
         let started = Instant::now();
         let result = self.fetcher.fetch(req).await;
@@ -267,7 +272,30 @@ impl<F: Fetch> Broker<F> {
         }
     }
 
-    fn reserve_budget(&self, req: &TokenRequest, user: &User, now: Timestamp) -> Result<(), Error> {
+    /// Takes room in the budget for one request. When the room is held only by requests in
+    /// flight (which usually end within milliseconds), waits for one of them, up to
+    /// [`BUSY_WAIT_IN_PLACE`]; then gives up with a "look again shortly" refusal, so that a
+    /// reconcile never holds one of the controller's workers for long.
+    async fn reserve_budget(&self, req: &TokenRequest, user: &User) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT_IN_PLACE;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before the check, so a request settling in between still wakes us.
+            settled.as_mut().enable();
+            let now = Timestamp::now();
+            match self.try_reserve(req, user, now) {
+                Err(e) if matches!(e, Error::RateLimited { by: Limit::InFlight, .. }) => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn try_reserve(&self, req: &TokenRequest, user: &User, now: Timestamp) -> Result<(), Error> {
         let limit = self.config.failed_request_budget as usize;
         let mut budgets = crate::lock(&self.budgets);
         let budget = budgets.entry(endpoint(&req.url)).or_default();
@@ -305,6 +333,8 @@ impl<F: Fetch> Broker<F> {
         if failed {
             budget.record_failure(Used { at: now, user: user.clone() });
         }
+        drop(budgets);
+        self.settled.notify_waiters();
     }
 
     /// The error for a failed request, with a whole-second retry time (so status written

@@ -170,6 +170,24 @@ async fn the_failed_request_budget_protects_the_endpoint() {
 }
 
 #[tokio::test]
+async fn new_clients_wait_in_place_for_requests_in_flight_rather_than_minutes() {
+    // A cold start: 20 new clients of one namespace at once, the namespace's share is 4.
+    let b = Arc::new(broker_with_budget(Scripted { delay: Duration::from_millis(20), ..Scripted::ok() }, 10));
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { b.token(&req(&format!("new-{i}")), Want::default(), "ns").await })
+        })
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().is_ok(), "no new client is sent away while others' requests are in flight");
+    }
+    assert_eq!(b.fetcher.calls.load(Ordering::SeqCst), 20);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn a_vendor_wide_burst_of_400s_stays_within_the_budget() {
     // Every client was working (valid tokens in place), then the vendor answers 400 to all.
     let b = Arc::new(broker_with_budget(
