@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::Resource;
 
-use crate::crd::GroupDocsCredential;
+use crate::crd::{GroupDocsCredential, TargetSecret};
 use crate::redact::Sensitive;
 use crate::token::{Token, TokenFacts};
 
@@ -52,29 +52,64 @@ pub enum Ownership {
     Foreign,
 }
 
-pub fn ownership(existing: Option<&ObjectMeta>, cr: &GroupDocsCredential) -> Ownership {
+/// One token Secret to write: the target of a namespaced credential, or one selected
+/// namespace's copy for a cluster credential. Everything here is rendered from this alone.
+#[derive(Clone, Debug)]
+pub struct Target<'a> {
+    /// The credential's name, recorded in an annotation.
+    pub credential: &'a str,
+    pub namespace: String,
+    pub name: String,
+    pub spec: &'a TargetSecret,
+    /// The controller ownerReference (none only for objects a test built without a uid).
+    pub owner: Option<OwnerReference>,
+    /// A label naming the cluster credential, so its copies can be listed across namespaces.
+    pub cluster_credential: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// The target of a namespaced credential.
+    pub fn of(cr: &'a GroupDocsCredential) -> Self {
+        Target {
+            credential: cr.metadata.name.as_deref().unwrap_or_default(),
+            namespace: cr.metadata.namespace.clone().unwrap_or_default(),
+            name: cr.target_name(),
+            spec: &cr.spec.target,
+            owner: cr.controller_owner_ref(&()),
+            cluster_credential: None,
+        }
+    }
+
+    fn owner_uid(&self) -> Option<&str> {
+        self.owner.as_ref().map(|o| o.uid.as_str())
+    }
+}
+
+/// Label on the copies a `ClusterGroupDocsCredential` writes: its name.
+pub const CLUSTER_CREDENTIAL_LABEL: &str = "groupdocs.cloud/cluster-credential";
+
+pub fn ownership(existing: Option<&ObjectMeta>, target: &Target) -> Ownership {
     let Some(meta) = existing else {
         return Ownership::Absent;
     };
-    let uid = cr.meta().uid.as_deref();
+    let uid = target.owner_uid();
     let owned =
         meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
     if owned { Ownership::Ours } else { Ownership::Foreign }
 }
 
-fn desired_labels(cr: &GroupDocsCredential) -> BTreeMap<String, String> {
-    let mut labels = cr.spec.target.labels.clone();
+fn desired_labels(target: &Target) -> BTreeMap<String, String> {
+    let mut labels = target.spec.labels.clone();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    if let Some(name) = target.cluster_credential {
+        labels.insert(CLUSTER_CREDENTIAL_LABEL.to_string(), name.to_string());
+    }
     labels
 }
 
-fn desired_annotations(
-    cr: &GroupDocsCredential,
-    issued_at: Timestamp,
-    issued_for: &IssuedFor,
-) -> BTreeMap<String, String> {
-    let mut annotations = cr.spec.target.annotations.clone();
-    annotations.insert(CREDENTIAL_ANNOTATION.to_string(), cr.metadata.name.clone().unwrap_or_default());
+fn desired_annotations(target: &Target, issued_at: Timestamp, issued_for: &IssuedFor) -> BTreeMap<String, String> {
+    let mut annotations = target.spec.annotations.clone();
+    annotations.insert(CREDENTIAL_ANNOTATION.to_string(), target.credential.to_string());
     annotations.insert(TOKEN_URL_ANNOTATION.to_string(), issued_for.token_url.clone());
     annotations.insert(CLIENT_ID_ANNOTATION.to_string(), issued_for.client_id.clone());
     annotations.insert(CLIENT_SECRET_VERSION_ANNOTATION.to_string(), issued_for.client_secret_version.clone());
@@ -87,16 +122,16 @@ fn desired_annotations(
 }
 
 /// The Secret as it should be for `token`.
-pub fn render(cr: &GroupDocsCredential, token: &Token, issued_for: &IssuedFor) -> Secret {
-    let labels = desired_labels(cr);
-    let annotations = desired_annotations(cr, token.issued_at, issued_for);
+pub fn render(target: &Target, token: &Token, issued_for: &IssuedFor) -> Secret {
+    let labels = desired_labels(target);
+    let annotations = desired_annotations(target, token.issued_at, issued_for);
     Secret {
         metadata: ObjectMeta {
-            name: Some(cr.target_name()),
-            namespace: cr.metadata.namespace.clone(),
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: Some(owner_reference(cr)),
+            owner_references: Some(target.owner.clone().into_iter().collect()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
@@ -112,12 +147,6 @@ fn render_data(token: &Token) -> Option<BTreeMap<String, ByteString>> {
         (EXPIRES_AT_KEY.to_string(), bytes(&token.expires_at.to_string())),
         (AUTHORIZATION_KEY.to_string(), bytes(token.authorization().expose())),
     ]))
-}
-
-/// The controller ownerReference to `cr` (none for an object without a uid, which only a
-/// test could build: the API server gives every stored object one).
-fn owner_reference(cr: &GroupDocsCredential) -> Vec<OwnerReference> {
-    cr.controller_owner_ref(&()).into_iter().collect()
 }
 
 fn bytes(s: &str) -> ByteString {
@@ -244,16 +273,16 @@ fn contains_all(have: &[u64], want: &[u64]) -> bool {
 }
 
 /// The Secret as [`render`] would write it for a token with these facts, as the cache sees it.
-pub fn desired(cr: &GroupDocsCredential, facts: &TokenFacts, issued_for: &IssuedFor) -> CachedSecret {
+pub fn desired(target: &Target, facts: &TokenFacts, issued_for: &IssuedFor) -> CachedSecret {
     CachedSecret {
         metadata: ObjectMeta {
-            name: Some(cr.target_name()),
-            namespace: cr.metadata.namespace.clone(),
-            owner_references: Some(owner_reference(cr)),
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
+            owner_references: Some(target.owner.clone().into_iter().collect()),
             ..ObjectMeta::default()
         },
-        labels: pair_hashes(&desired_labels(cr)),
-        annotations: pair_hashes(&desired_annotations(cr, facts.issued_at, issued_for)),
+        labels: pair_hashes(&desired_labels(target)),
+        annotations: pair_hashes(&desired_annotations(target, facts.issued_at, issued_for)),
         has_scope: issued_for.scope.is_some(),
         type_: Some("Opaque".to_string()),
         held: Some(Held { facts: facts.clone(), issued_for: issued_for.clone(), exact: true }),

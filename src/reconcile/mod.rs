@@ -8,7 +8,7 @@
 
 mod inputs;
 mod publish;
-mod secret;
+pub(crate) mod secret;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::guard::inject_panic_for_tests;
 use crate::schedule;
 use crate::status::{Synced, held_by_status, next_status, next_wake, refresh_time, requeue_after, usable_token};
-use crate::target::{self, Ownership};
+use crate::target::{self, Ownership, Target};
 use crate::token::broker::{Refused, Want};
 
 use inputs::{resolve_inputs, target_secret};
@@ -110,7 +110,8 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         Ok(existing) => existing,
         Err(e) => return fail(e),
     };
-    if target::ownership(existing.as_deref().map(|s| &s.metadata), cr) == Ownership::Foreign {
+    let target = Target::of(cr);
+    if target::ownership(existing.as_deref().map(|s| &s.metadata), &target) == Ownership::Foreign {
         return fail(Error::TargetConflict { name: cr.target_name() });
     }
     let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
@@ -179,9 +180,9 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         (None, None) => unreachable!("no token in place means one is due"),
     };
 
-    let desired = target::desired(cr, &facts, &inputs.issued_for);
+    let desired = target::desired(&target, &facts, &inputs.issued_for);
     let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: fresh.as_ref() };
-    if let Err(error) = write_secret(&ctx.shared.client, &ctx.shared.writes, cr, write, &inputs.issued_for).await {
+    if let Err(error) = write_secret(&ctx.shared.client, &ctx.shared.writes, &target, write, &inputs.issued_for).await {
         return Synced { renew_before, ..Synced::failed(error, in_place) };
     }
     let outcome = match previous.token_fingerprint.as_deref() {

@@ -4,33 +4,31 @@
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
 use tracing::info;
 
-use super::namespace;
 use crate::controller::FIELD_MANAGER;
-use crate::crd::GroupDocsCredential;
 use crate::error::Error;
-use crate::target::{self, CachedSecret, IssuedFor, Ownership};
+use crate::target::{self, CachedSecret, IssuedFor, Ownership, Target};
 use crate::token::Token;
 use crate::writes::RecentWrites;
 
 /// What `write_secret` works from.
-pub(super) struct SecretWrite<'a> {
+pub(crate) struct SecretWrite<'a> {
     /// The target Secret as the cache (or a GET, in `get` mode) saw it.
-    pub(super) existing: Option<&'a CachedSecret>,
-    pub(super) desired: &'a CachedSecret,
+    pub(crate) existing: Option<&'a CachedSecret>,
+    pub(crate) desired: &'a CachedSecret,
     /// A new token; `None` keeps the one in place.
-    pub(super) fresh: Option<&'a Token>,
+    pub(crate) fresh: Option<&'a Token>,
 }
 
 /// Creates the target Secret or brings ours in line; never touches a Secret we do not own.
 /// Records what it wrote in `writes`, so that the watch event it causes is not news.
-pub(super) async fn write_secret(
+pub(crate) async fn write_secret(
     client: &Client,
     writes: &RecentWrites,
-    cr: &GroupDocsCredential,
+    target: &Target<'_>,
     write: SecretWrite<'_>,
     issued_for: &IssuedFor,
 ) -> Result<(), Error> {
@@ -39,21 +37,21 @@ pub(super) async fn write_secret(
     {
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace(cr));
-    let name = cr.target_name();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
+    let name = target.name.clone();
     // The cache holds no token and no foreign labels: an update starts from the full Secret.
     let existing = match write.existing {
         Some(_) => api.get(&name).await?,
         None => match api
             .create(
                 &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
-                &target::render(cr, write.fresh.ok_or_else(|| changed(&name))?, issued_for),
+                &target::render(target, write.fresh.ok_or_else(|| changed(&name))?, issued_for),
             )
             .await
         {
             Ok(created) => {
                 writes.wrote_secret(&created, Instant::now());
-                info!(credential = %cr.name_any(), secret = %name, "created target Secret");
+                info!(credential = %target.credential, namespace = %target.namespace, secret = %name, "created target Secret");
                 return Ok(());
             }
             // Not in our cache: either foreign, or ours with the managed-by label stripped.
@@ -61,7 +59,7 @@ pub(super) async fn write_secret(
             Err(e) => return Err(secret_write_error(e)),
         },
     };
-    match target::ownership(Some(&existing.metadata), cr) {
+    match target::ownership(Some(&existing.metadata), target) {
         Ownership::Ours => {}
         _ => return Err(Error::TargetConflict { name }),
     }
@@ -69,7 +67,7 @@ pub(super) async fn write_secret(
         Some(token) => token.clone(),
         None => token_in_place(&existing, write.desired).ok_or_else(|| changed(&name))?,
     };
-    let desired = target::render(cr, &token, issued_for);
+    let desired = target::render(target, &token, issued_for);
     if !target::needs_update(&CachedSecret::from(existing.clone()), write.desired) {
         return Ok(());
     }
@@ -81,7 +79,7 @@ pub(super) async fn write_secret(
         .await
         .map_err(secret_write_error)?;
     writes.wrote_secret(&updated, Instant::now());
-    info!(credential = %cr.name_any(), secret = %name, "updated target Secret");
+    info!(credential = %target.credential, namespace = %target.namespace, secret = %name, "updated target Secret");
     Ok(())
 }
 

@@ -15,7 +15,7 @@ fn token() -> Token {
 
 #[test]
 fn renders_the_documented_keys_labels_and_owner() {
-    let s = render(&cr(), &token(), &issued_for());
+    let s = render(&Target::of(&cr()), &token(), &issued_for());
     let data = s.data.as_ref().unwrap();
     assert_eq!(data[ACCESS_TOKEN_KEY].0, b"eyJ.abc.def");
     assert_eq!(data[TOKEN_TYPE_KEY].0, b"Bearer");
@@ -32,26 +32,30 @@ fn renders_the_documented_keys_labels_and_owner() {
 
 #[test]
 fn reads_back_what_it_rendered() {
-    let s = render(&cr(), &token(), &issued_for());
+    let s = render(&Target::of(&cr()), &token(), &issued_for());
     assert_eq!(read_token(&s), Some((token(), issued_for())));
 }
 
 #[test]
 fn ownership_is_by_controller_uid_not_labels() {
     let cr = cr();
-    let mut s = render(&cr, &token(), &issued_for());
-    assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Ours);
+    let mut s = render(&Target::of(&cr), &token(), &issued_for());
+    assert_eq!(ownership(Some(&s.metadata), &Target::of(&cr)), Ownership::Ours);
     s.metadata.labels = None;
-    assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Ours, "a stripped label does not make it foreign");
+    assert_eq!(
+        ownership(Some(&s.metadata), &Target::of(&cr)),
+        Ownership::Ours,
+        "a stripped label does not make it foreign"
+    );
     s.metadata.owner_references.as_mut().unwrap()[0].uid = "other".into();
-    assert_eq!(ownership(Some(&s.metadata), &cr), Ownership::Foreign);
-    assert_eq!(ownership(None, &cr), Ownership::Absent);
+    assert_eq!(ownership(Some(&s.metadata), &Target::of(&cr)), Ownership::Foreign);
+    assert_eq!(ownership(None, &Target::of(&cr)), Ownership::Absent);
 }
 
 #[test]
 fn merge_repairs_our_parts_and_keeps_others() {
     let cr = cr();
-    let desired = render(&cr, &token(), &issued_for());
+    let desired = render(&Target::of(&cr), &token(), &issued_for());
     let mut edited = desired.clone();
     edited.metadata.uid = Some("secret-uid".into());
     edited.metadata.resource_version = Some("7".into());
@@ -59,7 +63,7 @@ fn merge_repairs_our_parts_and_keeps_others() {
     edited.metadata.labels.as_mut().unwrap().insert("extra".into(), "kept".into());
     edited.data.as_mut().unwrap().insert(ACCESS_TOKEN_KEY.into(), bytes("tampered"));
     edited.data.as_mut().unwrap().insert("junk".into(), bytes("x"));
-    let want = super::desired(&cr, &token().facts(), &issued_for());
+    let want = super::desired(&Target::of(&cr), &token().facts(), &issued_for());
     assert!(needs_update(&CachedSecret::from(edited.clone()), &want));
     let merged = merge(&edited, &desired);
     assert_eq!(merged.data, desired.data);
@@ -73,8 +77,8 @@ fn merge_repairs_our_parts_and_keeps_others() {
 #[test]
 fn the_cached_view_of_a_rendered_secret_is_the_desired_view() {
     let cr = cr();
-    let rendered = CachedSecret::from(render(&cr, &token(), &issued_for()));
-    let want = desired(&cr, &token().facts(), &issued_for());
+    let rendered = CachedSecret::from(render(&Target::of(&cr), &token(), &issued_for()));
+    let want = desired(&Target::of(&cr), &token().facts(), &issued_for());
     assert!(!needs_update(&rendered, &want));
     assert_eq!(rendered.held_token(), Some((&token().facts(), &issued_for())));
 }
@@ -84,7 +88,7 @@ type Edit = fn(&mut Secret);
 #[test]
 fn the_cached_view_sees_every_change_a_repair_would_undo() {
     let cr = cr();
-    let want = desired(&cr, &token().facts(), &issued_for());
+    let want = desired(&Target::of(&cr), &token().facts(), &issued_for());
     let edits: Vec<(&str, Edit)> = vec![
         ("token", |s| {
             data(s).insert(ACCESS_TOKEN_KEY.into(), bytes("other"));
@@ -117,11 +121,11 @@ fn the_cached_view_sees_every_change_a_repair_would_undo() {
         ("type", |s| s.type_ = Some("kubernetes.io/tls".into())),
     ];
     for (what, edit) in edits {
-        let mut s = render(&cr, &token(), &issued_for());
+        let mut s = render(&Target::of(&cr), &token(), &issued_for());
         edit(&mut s);
         assert!(needs_update(&CachedSecret::from(s), &want), "{what}");
     }
-    let mut foreign_additions = render(&cr, &token(), &issued_for());
+    let mut foreign_additions = render(&Target::of(&cr), &token(), &issued_for());
     foreign_additions.metadata.labels.as_mut().unwrap().insert("extra".into(), "x".into());
     foreign_additions.metadata.annotations.as_mut().unwrap().insert("extra".into(), "x".into());
     assert!(!needs_update(&CachedSecret::from(foreign_additions), &want), "what others add stays");
@@ -139,7 +143,7 @@ fn a_jwt_exp_bounds_an_edited_expiry() {
     let jwt =
         format!("{}.{}.sig", enc(serde_json::json!({"alg":"HS256"})), enc(serde_json::json!({"exp": exp.as_second()})));
     let t = Token { access_token: Sensitive::new(jwt), ..token() };
-    let mut s = render(&cr(), &t, &issued_for());
+    let mut s = render(&Target::of(&cr()), &t, &issued_for());
     data(&mut s).insert(EXPIRES_AT_KEY.into(), bytes("2099-01-01T00:00:00Z"));
     assert_eq!(read_token(&s).unwrap().0.expires_at, exp);
 }

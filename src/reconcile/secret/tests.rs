@@ -3,6 +3,7 @@
 //! a Secret that changed between cache and read, a replace that loses a race, and a 422.
 
 use super::*;
+use crate::crd::GroupDocsCredential;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ fn cr() -> GroupDocsCredential {
 
 /// Our Secret as the API server would hold it, holding `value`.
 fn stored(value: &str, owner_uid: &str) -> Value {
-    let mut secret = target::render(&cr(), &token(value), &issued_for());
+    let mut secret = target::render(&Target::of(&cr()), &token(value), &issued_for());
     secret.metadata.uid = Some("secret-uid".into());
     secret.metadata.resource_version = Some("7".into());
     secret.metadata.owner_references.as_mut().unwrap()[0].uid = owner_uid.into();
@@ -60,9 +61,10 @@ async fn write_with<F: std::future::Future<Output = Handle>>(
     let writes = RecentWrites::default();
     let (cr, issued) = (cr(), issued_for());
     let facts = fresh.cloned().unwrap_or_else(|| token("in-place")).facts();
-    let desired = target::desired(&cr, &facts, &issued);
+    let desired = target::desired(&Target::of(&cr), &facts, &issued);
     let write = SecretWrite { existing, desired: &desired, fresh };
-    let run = async { tokio::join!(write_secret(&client, &writes, &cr, write, &issued), script(handle)) };
+    let target = Target::of(&cr);
+    let run = async { tokio::join!(write_secret(&client, &writes, &target, write, &issued), script(handle)) };
     let (result, mut handle) = tokio::time::timeout(std::time::Duration::from_secs(10), run).await.expect("no hang");
     drop(client);
     let extra = tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_request()).await.expect("no hang");
@@ -155,7 +157,7 @@ async fn a_replace_that_loses_a_race_is_a_retried_api_error() {
 #[tokio::test]
 async fn an_up_to_date_secret_costs_no_request() {
     let current = token("in-place");
-    let cached = CachedSecret::from(target::render(&cr(), &current, &issued_for()));
+    let cached = CachedSecret::from(target::render(&Target::of(&cr()), &current, &issued_for()));
     let (result, _) = write_with(Some(&cached), None, |h| async move { h }).await;
     result.unwrap();
 }
