@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test environment's binaries (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm, and the node's kubelet, kube-scheduler and kube-proxy) from their Go modules at the versions pinned in hack/testbins.env, into a
+# kubectl, helm, promtool, and the node's kubelet, kube-scheduler and kube-proxy) from their Go modules at the versions pinned in hack/testbins.env, into a
 # cache outside the repository. Only what is missing is built. Prints the directory last.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,10 +13,16 @@ mkdir -p "$dir"
 
 log() { echo "testbins: $*" >&2; }
 missing() { for b in "$@"; do [ -x "$dir/$b" ] || return 0; done; return 1; }
-# A version change in testbins.env invalidates the whole directory.
-stamp=$(grep -v '^#' "$root/hack/testbins.env")
+# A version change in testbins.env invalidates the whole directory, except for promtool:
+# it has a stamp of its own, so that pinning or bumping it never costs the 12-minute
+# rebuild of the Kubernetes binaries.
+stamp=$(grep -v -e '^#' -e '^PROMETHEUS_' "$root/hack/testbins.env")
 if [ "$(cat "$dir/.versions" 2>/dev/null)" != "$stamp" ]; then
   rm -f "$dir"/{etcd,kube-apiserver,kube-controller-manager,kubectl,helm,kubelet,kube-scheduler,kube-proxy}
+fi
+promtool_stamp="PROMETHEUS_VERSION=$PROMETHEUS_VERSION"
+if [ "$(cat "$dir/.promtool-version" 2>/dev/null)" != "$promtool_stamp" ]; then
+  rm -f "$dir/promtool"
 fi
 
 timed_build() { # name, module dir, go build args...
@@ -49,6 +55,12 @@ if missing helm; then
     -ldflags "-s -w -X $HELM_MODULE/internal/version.version=$HELM_VERSION -X $HELM_MODULE/internal/version.gitTreeState=clean" \
     -o "$dir/helm" "$HELM_MODULE/cmd/helm"
 fi
+if missing promtool; then
+  timed_build "promtool $PROMETHEUS_VERSION" promtool \
+    -ldflags "-s -w" \
+    -o "$dir/promtool" github.com/prometheus/prometheus/cmd/promtool
+fi
+echo "$promtool_stamp" >"$dir/.promtool-version"
 echo "$stamp" >"$dir/.versions"
 log "ready in $dir ($(du -sh "$dir" | cut -f1))"
 echo "$dir"

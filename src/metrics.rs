@@ -36,6 +36,7 @@ pub struct Metrics {
     pub token_expiry: Family<CredentialLabel, Gauge>,
     pub rate_limited_until: Family<CredentialLabel, Gauge>,
     pub credentials: Family<ReadyLabel, Gauge>,
+    pub credential_ready: Family<CredentialLabel, Gauge>,
     status_writes: Counter,
     panics: Counter,
 }
@@ -73,6 +74,14 @@ impl Default for Metrics {
         );
         let credentials = Family::<ReadyLabel, Gauge>::default();
         registry.register("credentials", "GroupDocsCredentials by Ready condition status", credentials.clone());
+        // Per credential, so that a not-Ready alert names the credential (the count above
+        // cannot tell one credential stuck for an hour from several flapping).
+        let credential_ready = Family::<CredentialLabel, Gauge>::default();
+        registry.register(
+            "credential_ready",
+            "1 when the credential's Ready condition is True, else 0",
+            credential_ready.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "status_writes",
@@ -95,6 +104,7 @@ impl Default for Metrics {
             token_expiry,
             rate_limited_until,
             credentials,
+            credential_ready,
             status_writes,
             panics,
         }

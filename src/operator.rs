@@ -201,6 +201,7 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches]) {
     metrics.token_expiry.clear();
     metrics.rate_limited_until.clear();
     metrics.credentials.clear();
+    metrics.credential_ready.clear();
     for cr in caches.iter().flat_map(|c| c.credentials.state()) {
         let label = CredentialLabel {
             namespace: cr.metadata.namespace.clone().unwrap_or_default(),
@@ -218,6 +219,7 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches]) {
             .iter()
             .find(|c| c.type_ == crate::conditions::READY)
             .map_or("Unknown".to_string(), |c| c.status.clone());
+        metrics.credential_ready.get_or_create(&label).set(i64::from(ready == "True"));
         metrics.credentials.get_or_create(&ReadyLabel { status: ready }).inc();
     }
 }
