@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::format::TokenFormat;
 
 /// Default token endpoint, as GroupDocs documents it.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.groupdocs.cloud/connect/token";
@@ -119,6 +120,20 @@ pub struct TargetSecret {
     /// Annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// How the token is laid out in the Secret: `default` (keys `access_token`, `token_type`,
+    /// `expires_at`, `authorization`), `env` (one key `groupdocs.env`, dotenv lines) or `json`
+    /// (one key `token.json`).
+    #[serde(default, skip_serializing_if = "TokenFormat::is_default")]
+    pub format: TokenFormat,
+    /// Extra Secret keys, each rendered from a template (MiniJinja, a Jinja2 dialect) whose only
+    /// variables are `access_token`, `token_type`, `expires_at`, `expires_in` and
+    /// `authorization`. They are written next to the format's keys and may not reuse them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = crate::format::MAX_TEMPLATES,
+        "additionalProperties" = {"type": "string", "maxLength": crate::format::MAX_TEMPLATE_LEN}
+    ))]
+    pub template: BTreeMap<String, String>,
 }
 
 /// A workload whose pod template gets a restart annotation when the token changes.
@@ -231,6 +246,7 @@ impl GroupDocsCredential {
             .map_err(|e| Error::InvalidSpec(format!("spec.renewBefore: {e}")))?;
         let target_name = self.target_name();
         validate_names(self, &target_name)?;
+        crate::format::check(&spec.target)?;
         if let Some(scope) = &spec.scope
             && scope.chars().any(|c| c.is_control())
         {

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod events;
+pub mod format;
 #[cfg(test)]
 mod fixtures;
 pub mod guard;

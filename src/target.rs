@@ -1,5 +1,6 @@
 //! The target Secret: what it holds, how we recognise our own, and how a stored token is
-//! read back (so a restarted operator reuses a token that is still right).
+//! read back (so a restarted operator reuses a token that is still right). The data itself,
+//! in the credential's format and with its templates, is [`crate::format`]'s.
 //!
 //! The watch cache keeps a [`CachedSecret`], a digest of each token Secret rather than the
 //! Secret itself: full Secrets were the largest part of the operator's memory (the token
@@ -10,14 +11,17 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::Resource;
 
 use crate::crd::{GroupDocsCredential, TargetSecret};
-use crate::redact::Sensitive;
+use crate::error::Error;
+use crate::format::{self, TokenFormat};
 use crate::token::{Token, TokenFacts};
+
+pub use crate::format::{ACCESS_TOKEN_KEY, AUTHORIZATION_KEY, EXPIRES_AT_KEY, TOKEN_TYPE_KEY};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "groupdocs-token-operator";
@@ -27,11 +31,13 @@ pub const CLIENT_ID_ANNOTATION: &str = "groupdocs.cloud/client-id";
 pub const SCOPE_ANNOTATION: &str = "groupdocs.cloud/scope";
 pub const CLIENT_SECRET_VERSION_ANNOTATION: &str = "groupdocs.cloud/client-secret-version";
 pub const ISSUED_AT_ANNOTATION: &str = "groupdocs.cloud/issued-at";
-
-pub const ACCESS_TOKEN_KEY: &str = "access_token";
-pub const TOKEN_TYPE_KEY: &str = "token_type";
-pub const EXPIRES_AT_KEY: &str = "expires_at";
-pub const AUTHORIZATION_KEY: &str = "authorization";
+/// The format of the data, when not `default`: read first when the token is read back.
+pub const FORMAT_ANNOTATION: &str = "groupdocs.cloud/format";
+/// With templates: `<templates digest>.<output digest>`, so that the cache, which holds
+/// neither the templates nor the data, can tell a changed spec and a hand edit.
+pub const TEMPLATES_ANNOTATION: &str = "groupdocs.cloud/templates";
+/// Annotations written only in some cases, removed when not (others' annotations stay).
+const CONDITIONAL_ANNOTATIONS: [&str; 3] = [SCOPE_ANNOTATION, FORMAT_ANNOTATION, TEMPLATES_ANNOTATION];
 
 /// What a token was issued for. A stored token is reused only when all of it still holds;
 /// the client secret enters as the client Secret's resourceVersion, never as a hash.
@@ -118,14 +124,25 @@ fn desired_annotations(target: &Target, issued_at: Timestamp, issued_for: &Issue
         Some(scope) => annotations.insert(SCOPE_ANNOTATION.to_string(), scope.clone()),
         None => annotations.remove(SCOPE_ANNOTATION),
     };
+    match target.spec.format {
+        TokenFormat::Default => annotations.remove(FORMAT_ANNOTATION),
+        format => annotations.insert(FORMAT_ANNOTATION.to_string(), format.name().to_string()),
+    };
+    // Depends on the token: added by `render`, compared apart by `needs_update`.
+    annotations.remove(TEMPLATES_ANNOTATION);
     annotations
 }
 
-/// The Secret as it should be for `token`.
-pub fn render(target: &Target, token: &Token, issued_for: &IssuedFor) -> Secret {
+/// The Secret as it should be for `token`. Fails only when a template that passed validation
+/// with stand-in values fails with the real token (`InvalidSpec`, without the token).
+pub fn render(target: &Target, token: &Token, issued_for: &IssuedFor) -> Result<Secret, Error> {
     let labels = desired_labels(target);
-    let annotations = desired_annotations(target, token.issued_at, issued_for);
-    Secret {
+    let mut annotations = desired_annotations(target, token.issued_at, issued_for);
+    let rendered = format::render(target.spec, token)?;
+    if let Some(digest) = rendered.templates_digest {
+        annotations.insert(TEMPLATES_ANNOTATION.to_string(), digest);
+    }
+    Ok(Secret {
         metadata: ObjectMeta {
             name: Some(target.name.clone()),
             namespace: Some(target.namespace.clone()),
@@ -135,22 +152,9 @@ pub fn render(target: &Target, token: &Token, issued_for: &IssuedFor) -> Secret 
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_string()),
-        data: render_data(token),
+        data: Some(rendered.data),
         ..Secret::default()
-    }
-}
-
-fn render_data(token: &Token) -> Option<BTreeMap<String, ByteString>> {
-    Some(BTreeMap::from([
-        (ACCESS_TOKEN_KEY.to_string(), bytes(token.access_token.expose())),
-        (TOKEN_TYPE_KEY.to_string(), bytes(&token.token_type)),
-        (EXPIRES_AT_KEY.to_string(), bytes(&token.expires_at.to_string())),
-        (AUTHORIZATION_KEY.to_string(), bytes(token.authorization().expose())),
-    ]))
-}
-
-fn bytes(s: &str) -> ByteString {
-    ByteString(s.as_bytes().to_vec())
+    })
 }
 
 /// `existing` brought in line with `desired`: our data exactly, our labels, annotations and
@@ -162,8 +166,10 @@ pub fn merge(existing: &Secret, desired: &Secret) -> Secret {
     meta.managed_fields = None;
     meta.labels.get_or_insert_default().extend(desired.metadata.labels.clone().unwrap_or_default());
     let annotations = meta.annotations.get_or_insert_default();
-    if !desired.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(SCOPE_ANNOTATION)) {
-        annotations.remove(SCOPE_ANNOTATION);
+    for key in CONDITIONAL_ANNOTATIONS {
+        if !desired.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key)) {
+            annotations.remove(key);
+        }
     }
     annotations.extend(desired.metadata.annotations.clone().unwrap_or_default());
     let desired_owner = desired.metadata.owner_references.clone().unwrap_or_default();
@@ -187,25 +193,47 @@ pub struct CachedSecret {
     pub metadata: ObjectMeta,
     labels: Vec<u64>,
     annotations: Vec<u64>,
-    has_scope: bool,
+    markers: Markers,
     type_: Option<String>,
     held: Option<Held>,
+}
+
+/// Our annotations that are present only in some cases: a stray one must be noticed too.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Markers {
+    scope: bool,
+    format: Option<String>,
+    /// The templates' digest (the part of the annotation that does not depend on the token).
+    templates: Option<String>,
+}
+
+impl Markers {
+    fn of(annotations: &BTreeMap<String, String>) -> Self {
+        Markers {
+            scope: annotations.contains_key(SCOPE_ANNOTATION),
+            format: annotations.get(FORMAT_ANNOTATION).cloned(),
+            templates: annotations.get(TEMPLATES_ANNOTATION).map(|a| format::spec_part(a).to_string()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 struct Held {
     facts: TokenFacts,
     issued_for: IssuedFor,
-    /// The data is exactly what [`render`] writes for this token.
+    /// The format the token was found in.
+    format: TokenFormat,
+    /// The data is exactly what [`render`] writes for this token in this format.
     exact: bool,
 }
 
 impl From<Secret> for CachedSecret {
     fn from(secret: Secret) -> Self {
-        let held = read_token(&secret).map(|(token, issued_for)| Held {
-            exact: secret.data.as_ref() == render_data(&token).as_ref(),
+        let held = read_held(&secret).map(|(token, issued_for, format)| Held {
+            exact: is_exact(&secret, format, &token),
             facts: token.facts(),
             issued_for,
+            format,
         });
         let Secret { mut metadata, type_, .. } = secret;
         let labels = metadata.labels.take().unwrap_or_default();
@@ -214,12 +242,17 @@ impl From<Secret> for CachedSecret {
         CachedSecret {
             metadata,
             labels: pair_hashes(&labels),
-            has_scope: annotations.contains_key(SCOPE_ANNOTATION),
+            markers: Markers::of(&annotations),
             annotations: pair_hashes(&annotations),
             type_,
             held,
         }
     }
+}
+
+fn is_exact(secret: &Secret, format: TokenFormat, token: &Token) -> bool {
+    let templates = secret.metadata.annotations.as_ref().and_then(|a| a.get(TEMPLATES_ANNOTATION));
+    secret.data.as_ref().is_some_and(|data| format::is_exact(format, token, data, templates.map(String::as_str)))
 }
 
 impl Resource for CachedSecret {
@@ -283,9 +316,18 @@ pub fn desired(target: &Target, facts: &TokenFacts, issued_for: &IssuedFor) -> C
         },
         labels: pair_hashes(&desired_labels(target)),
         annotations: pair_hashes(&desired_annotations(target, facts.issued_at, issued_for)),
-        has_scope: issued_for.scope.is_some(),
+        markers: Markers {
+            scope: issued_for.scope.is_some(),
+            format: (!target.spec.format.is_default()).then(|| target.spec.format.name().to_string()),
+            templates: format::templates_spec_digest(&target.spec.template),
+        },
         type_: Some("Opaque".to_string()),
-        held: Some(Held { facts: facts.clone(), issued_for: issued_for.clone(), exact: true }),
+        held: Some(Held {
+            facts: facts.clone(),
+            issued_for: issued_for.clone(),
+            format: target.spec.format,
+            exact: true,
+        }),
     }
 }
 
@@ -301,27 +343,32 @@ pub fn needs_update(existing: &CachedSecret, desired: &CachedSecret) -> bool {
     !(owner
         && existing.held == desired.held
         && existing.type_ == desired.type_
-        && existing.has_scope == desired.has_scope
+        && existing.markers == desired.markers
         && contains_all(&existing.labels, &desired.labels)
         && contains_all(&existing.annotations, &desired.annotations))
 }
 
-/// The token a Secret holds and what it was issued for, if it is complete and readable.
+/// The token a Secret holds and what it was issued for, if it is complete and readable, in
+/// whichever format it holds it (see [`format::read_any`]).
 pub fn read_token(secret: &Secret) -> Option<(Token, IssuedFor)> {
+    read_held(secret).map(|(token, issued_for, _)| (token, issued_for))
+}
+
+fn read_held(secret: &Secret) -> Option<(Token, IssuedFor, TokenFormat)> {
     let data = secret.data.as_ref()?;
-    let text = |key: &str| data.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok());
     let annotations = secret.metadata.annotations.as_ref()?;
     let annotation = |key: &str| annotations.get(key).cloned();
-    let access_token = text(ACCESS_TOKEN_KEY).filter(|t| !t.is_empty())?;
-    let mut expires_at: Timestamp = text(EXPIRES_AT_KEY)?.parse().ok()?;
+    let annotated = annotations.get(FORMAT_ANNOTATION).and_then(|f| TokenFormat::from_name(f));
+    let (format, stored) = format::read_any(annotated, data)?;
+    let mut expires_at = stored.expires_at;
     // The token's own expiry bounds what the Secret claims (it may have been edited).
-    if let Some(exp) = crate::token::response::jwt_exp(&access_token) {
+    if let Some(exp) = crate::token::response::jwt_exp(stored.access_token.expose()) {
         expires_at = expires_at.min(exp);
     }
     let issued_at: Timestamp = annotation(ISSUED_AT_ANNOTATION)?.parse::<Timestamp>().ok()?.min(expires_at);
     let token = Token {
-        access_token: Sensitive::new(access_token),
-        token_type: text(TOKEN_TYPE_KEY).unwrap_or_else(|| "Bearer".to_string()),
+        access_token: stored.access_token,
+        token_type: stored.token_type.unwrap_or_else(|| "Bearer".to_string()),
         issued_at,
         expires_at,
     };
@@ -331,7 +378,7 @@ pub fn read_token(secret: &Secret) -> Option<(Token, IssuedFor)> {
         scope: annotation(SCOPE_ANNOTATION),
         client_secret_version: annotation(CLIENT_SECRET_VERSION_ANNOTATION)?,
     };
-    Some((token, issued_for))
+    Some((token, issued_for, format))
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub(crate) async fn write_secret(
         None => match api
             .create(
                 &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
-                &target::render(target, write.fresh.ok_or_else(|| changed(&name))?, issued_for),
+                &target::render(target, write.fresh.ok_or_else(|| changed(&name))?, issued_for)?,
             )
             .await
         {
@@ -67,7 +67,7 @@ pub(crate) async fn write_secret(
         Some(token) => token.clone(),
         None => token_in_place(&existing, write.desired).ok_or_else(|| changed(&name))?,
     };
-    let desired = target::render(target, &token, issued_for);
+    let desired = target::render(target, &token, issued_for)?;
     if !target::needs_update(&CachedSecret::from(existing.clone()), write.desired) {
         return Ok(());
     }

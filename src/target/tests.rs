@@ -2,6 +2,12 @@ use super::*;
 use jiff::SignedDuration;
 
 use crate::fixtures::issued_for;
+use crate::redact::Sensitive;
+use k8s_openapi::ByteString;
+
+fn bytes(s: &str) -> ByteString {
+    ByteString(s.as_bytes().to_vec())
+}
 
 fn cr() -> GroupDocsCredential {
     let mut cr = crate::fixtures::credential("uid-1");
@@ -15,7 +21,7 @@ fn token() -> Token {
 
 #[test]
 fn renders_the_documented_keys_labels_and_owner() {
-    let s = render(&Target::of(&cr()), &token(), &issued_for());
+    let s = render(&Target::of(&cr()), &token(), &issued_for()).unwrap();
     let data = s.data.as_ref().unwrap();
     assert_eq!(data[ACCESS_TOKEN_KEY].0, b"eyJ.abc.def");
     assert_eq!(data[TOKEN_TYPE_KEY].0, b"Bearer");
@@ -32,14 +38,14 @@ fn renders_the_documented_keys_labels_and_owner() {
 
 #[test]
 fn reads_back_what_it_rendered() {
-    let s = render(&Target::of(&cr()), &token(), &issued_for());
+    let s = render(&Target::of(&cr()), &token(), &issued_for()).unwrap();
     assert_eq!(read_token(&s), Some((token(), issued_for())));
 }
 
 #[test]
 fn ownership_is_by_controller_uid_not_labels() {
     let cr = cr();
-    let mut s = render(&Target::of(&cr), &token(), &issued_for());
+    let mut s = render(&Target::of(&cr), &token(), &issued_for()).unwrap();
     assert_eq!(ownership(Some(&s.metadata), &Target::of(&cr)), Ownership::Ours);
     s.metadata.labels = None;
     assert_eq!(
@@ -55,7 +61,7 @@ fn ownership_is_by_controller_uid_not_labels() {
 #[test]
 fn merge_repairs_our_parts_and_keeps_others() {
     let cr = cr();
-    let desired = render(&Target::of(&cr), &token(), &issued_for());
+    let desired = render(&Target::of(&cr), &token(), &issued_for()).unwrap();
     let mut edited = desired.clone();
     edited.metadata.uid = Some("secret-uid".into());
     edited.metadata.resource_version = Some("7".into());
@@ -77,7 +83,7 @@ fn merge_repairs_our_parts_and_keeps_others() {
 #[test]
 fn the_cached_view_of_a_rendered_secret_is_the_desired_view() {
     let cr = cr();
-    let rendered = CachedSecret::from(render(&Target::of(&cr), &token(), &issued_for()));
+    let rendered = CachedSecret::from(render(&Target::of(&cr), &token(), &issued_for()).unwrap());
     let want = desired(&Target::of(&cr), &token().facts(), &issued_for());
     assert!(!needs_update(&rendered, &want));
     assert_eq!(rendered.held_token(), Some((&token().facts(), &issued_for())));
@@ -121,11 +127,11 @@ fn the_cached_view_sees_every_change_a_repair_would_undo() {
         ("type", |s| s.type_ = Some("kubernetes.io/tls".into())),
     ];
     for (what, edit) in edits {
-        let mut s = render(&Target::of(&cr), &token(), &issued_for());
+        let mut s = render(&Target::of(&cr), &token(), &issued_for()).unwrap();
         edit(&mut s);
         assert!(needs_update(&CachedSecret::from(s), &want), "{what}");
     }
-    let mut foreign_additions = render(&Target::of(&cr), &token(), &issued_for());
+    let mut foreign_additions = render(&Target::of(&cr), &token(), &issued_for()).unwrap();
     foreign_additions.metadata.labels.as_mut().unwrap().insert("extra".into(), "x".into());
     foreign_additions.metadata.annotations.as_mut().unwrap().insert("extra".into(), "x".into());
     assert!(!needs_update(&CachedSecret::from(foreign_additions), &want), "what others add stays");
@@ -143,7 +149,7 @@ fn a_jwt_exp_bounds_an_edited_expiry() {
     let jwt =
         format!("{}.{}.sig", enc(serde_json::json!({"alg":"HS256"})), enc(serde_json::json!({"exp": exp.as_second()})));
     let t = Token { access_token: Sensitive::new(jwt), ..token() };
-    let mut s = render(&Target::of(&cr()), &t, &issued_for());
+    let mut s = render(&Target::of(&cr()), &t, &issued_for()).unwrap();
     data(&mut s).insert(EXPIRES_AT_KEY.into(), bytes("2099-01-01T00:00:00Z"));
     assert_eq!(read_token(&s).unwrap().0.expires_at, exp);
 }
@@ -180,4 +186,131 @@ mod properties {
             let _ = CachedSecret::from(s);
         }
     }
+}
+
+mod formats {
+    use super::*;
+    use crate::format::{ENV_KEY, JSON_KEY, TokenFormat};
+
+    type Layout = (TokenFormat, &'static [(&'static str, &'static str)]);
+
+    const LAYOUTS: [Layout; 5] = [
+        (TokenFormat::Default, &[]),
+        (TokenFormat::Env, &[]),
+        (TokenFormat::Json, &[]),
+        (TokenFormat::Default, &[("config.ini", "token={{ access_token }}\n")]),
+        (TokenFormat::Json, &[("a", "{{ authorization }}"), ("b", "{{ expires_in }}")]),
+    ];
+
+    fn cr_with((format, templates): Layout) -> GroupDocsCredential {
+        let mut cr = cr();
+        cr.spec.target.format = format;
+        cr.spec.target.template = templates.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        cr
+    }
+
+    fn rendered(cr: &GroupDocsCredential) -> Secret {
+        render(&Target::of(cr), &token(), &issued_for()).unwrap()
+    }
+
+    fn want(cr: &GroupDocsCredential) -> CachedSecret {
+        desired(&Target::of(cr), &token().facts(), &issued_for())
+    }
+
+    fn annotations(s: &mut Secret) -> &mut BTreeMap<String, String> {
+        s.metadata.annotations.as_mut().unwrap()
+    }
+
+    #[test]
+    fn every_layout_reads_back_and_needs_no_second_write() {
+        for layout in LAYOUTS {
+            let cr = cr_with(layout);
+            let s = rendered(&cr);
+            assert_eq!(read_token(&s), Some((token(), issued_for())), "{layout:?}");
+            let cached = CachedSecret::from(s);
+            assert!(!needs_update(&cached, &want(&cr)), "{layout:?}: a rendered Secret is what is desired");
+            assert_eq!(cached.held_token(), Some((&token().facts(), &issued_for())), "{layout:?}");
+        }
+    }
+
+    #[test]
+    fn the_annotations_name_the_format_and_templates_only_when_used() {
+        let plain = rendered(&cr_with(LAYOUTS[0]));
+        let a = plain.metadata.annotations.as_ref().unwrap();
+        assert!(!a.contains_key(FORMAT_ANNOTATION) && !a.contains_key(TEMPLATES_ANNOTATION), "{a:?}");
+        let json = rendered(&cr_with(LAYOUTS[4]));
+        let a = json.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[FORMAT_ANNOTATION], "json");
+        assert!(a[TEMPLATES_ANNOTATION].contains('.'));
+        let keys: Vec<&str> = json.data.as_ref().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "b", JSON_KEY]);
+    }
+
+    #[test]
+    fn a_layout_change_rewrites_the_secret_from_the_token_in_place() {
+        for from in LAYOUTS {
+            for to in LAYOUTS {
+                let (old, new) = (cr_with(from), cr_with(to));
+                let existing = rendered(&old);
+                let cached = CachedSecret::from(existing.clone());
+                assert_eq!(needs_update(&cached, &want(&new)), from != to, "{from:?} -> {to:?}");
+                // The token in place is read from the old layout: no token request.
+                let (token_in_place, _) = read_token(&existing).unwrap();
+                let merged = merge(&existing, &render(&Target::of(&new), &token_in_place, &issued_for()).unwrap());
+                assert_eq!(merged.data, rendered(&new).data, "{from:?} -> {to:?}: old keys are gone");
+                assert_eq!(
+                    merged.metadata.annotations,
+                    rendered(&new).metadata.annotations,
+                    "{from:?} -> {to:?}: stale format and templates annotations are gone"
+                );
+                assert!(!needs_update(&CachedSecret::from(merged), &want(&new)), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hand_edits_to_formatted_secrets_are_seen() {
+        type Edit = fn(&mut Secret);
+        let edits: Vec<(Layout, &str, Edit)> = vec![
+            (LAYOUTS[4], "template value", |s| drop(data(s).insert("a".into(), bytes("x")))),
+            (LAYOUTS[4], "template key removed", |s| drop(data(s).remove("b"))),
+            (LAYOUTS[4], "token.json", |s| drop(data(s).insert(JSON_KEY.into(), bytes("{}")))),
+            (LAYOUTS[4], "templates annotation", |s| drop(annotations(s).remove(TEMPLATES_ANNOTATION))),
+            (LAYOUTS[1], "env line", |s| drop(data(s).insert(ENV_KEY.into(), bytes("GROUPDOCS_ACCESS_TOKEN=x")))),
+            (LAYOUTS[1], "format annotation", |s| drop(annotations(s).remove(FORMAT_ANNOTATION))),
+            (LAYOUTS[1], "extra key", |s| drop(data(s).insert(ACCESS_TOKEN_KEY.into(), bytes("x")))),
+            (LAYOUTS[0], "stray format", |s| drop(annotations(s).insert(FORMAT_ANNOTATION.into(), "json".into()))),
+            (LAYOUTS[0], "stray templates", |s| drop(annotations(s).insert(TEMPLATES_ANNOTATION.into(), "a.b".into()))),
+            (LAYOUTS[3], "extra key", |s| drop(data(s).insert("junk".into(), bytes("x")))),
+        ];
+        for (layout, what, edit) in edits {
+            let cr = cr_with(layout);
+            let mut s = rendered(&cr);
+            edit(&mut s);
+            assert!(needs_update(&CachedSecret::from(s), &want(&cr)), "{layout:?}: {what}");
+        }
+    }
+
+    #[test]
+    fn a_stripped_format_annotation_still_yields_the_token() {
+        for layout in [LAYOUTS[1], LAYOUTS[2], LAYOUTS[4]] {
+            let mut s = rendered(&cr_with(layout));
+            annotations(&mut s).remove(FORMAT_ANNOTATION);
+            assert_eq!(read_token(&s), Some((token(), issued_for())), "{layout:?}");
+            annotations(&mut s).insert(FORMAT_ANNOTATION.into(), "yaml".into());
+            assert_eq!(read_token(&s), Some((token(), issued_for())), "{layout:?}: unknown name");
+        }
+    }
+}
+
+#[test]
+fn validation_finds_template_mistakes_before_any_token_is_requested() {
+    let spec = serde_json::from_value(serde_json::json!({"clientSecretRef": {"name": "client"}})).unwrap();
+    let mut cr = GroupDocsCredential::new("viewer", spec);
+    cr.spec.target.template.insert("a".into(), "{{ acess_token }}".into());
+    let err = cr.validate().unwrap_err();
+    assert_eq!(err.reason(), "InvalidSpec");
+    assert!(err.to_string().contains("`acess_token` is undefined"), "{err}");
+    cr.spec.target.template.insert("a".into(), "{{ access_token }}".into());
+    cr.validate().unwrap();
 }

@@ -22,7 +22,7 @@ fn cr() -> GroupDocsCredential {
 
 /// Our Secret as the API server would hold it, holding `value`.
 fn stored(value: &str, owner_uid: &str) -> Value {
-    let mut secret = target::render(&Target::of(&cr()), &token(value), &issued_for());
+    let mut secret = target::render(&Target::of(&cr()), &token(value), &issued_for()).unwrap();
     secret.metadata.uid = Some("secret-uid".into());
     secret.metadata.resource_version = Some("7".into());
     secret.metadata.owner_references.as_mut().unwrap()[0].uid = owner_uid.into();
@@ -157,7 +157,7 @@ async fn a_replace_that_loses_a_race_is_a_retried_api_error() {
 #[tokio::test]
 async fn an_up_to_date_secret_costs_no_request() {
     let current = token("in-place");
-    let cached = CachedSecret::from(target::render(&Target::of(&cr()), &current, &issued_for()));
+    let cached = CachedSecret::from(target::render(&Target::of(&cr()), &current, &issued_for()).unwrap());
     let (result, _) = write_with(Some(&cached), None, |h| async move { h }).await;
     result.unwrap();
 }
