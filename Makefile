@@ -30,8 +30,8 @@ CHART := deploy/helm/groupdocs-token-operator
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
-	$(CARGO) run -q -- crd > crds/groupdocs.cloud_groupdocscredentials.yaml
-	cp crds/groupdocs.cloud_groupdocscredentials.yaml $(CHART)/files/
+	$(CARGO) run -q -- crd | awk '/^---$$/ { n++; next } { print > (n ? "crds/groupdocs.cloud_clustergroupdocscredentials.yaml" : "crds/groupdocs.cloud_groupdocscredentials.yaml") }'
+	cp crds/groupdocs.cloud_groupdocscredentials.yaml crds/groupdocs.cloud_clustergroupdocscredentials.yaml $(CHART)/files/
 
 ## manifests: render deploy/manifests/ from the Helm chart, for `kubectl apply` users
 manifests: testbins

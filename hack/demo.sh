@@ -81,10 +81,12 @@ else
   token_url="http://127.0.0.1:$port/connect/token"
   echo "==> installing the CRD"
   kubectl apply --server-side -f crds/ >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s crd/groupdocscredentials.groupdocs.cloud >/dev/null
+  kubectl wait --for=condition=Established --timeout=60s crd/groupdocscredentials.groupdocs.cloud crd/clustergroupdocscredentials.groupdocs.cloud >/dev/null
   echo "==> running the operator (log: .demo/operator.log)"
   # The token server is listed like any endpoint; --allow-http-loopback only permits plain http.
+  kubectl create namespace groupdocs-system >/dev/null
   "$bin" run --allowed-token-url "http://127.0.0.1:$port/" --allow-http-loopback \
+    --cluster-resource-namespace groupdocs-system \
     --metrics-addr 127.0.0.1:18080 --probe-addr 127.0.0.1:18081 >"$state/operator.log" 2>&1 &
   echo $! >"$state/operator.pid"
 fi
@@ -115,6 +117,12 @@ echo; echo "==> conditions"
 kubectl get gdc viewer -o jsonpath='{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}'
 echo "    tokenFingerprint=$(kubectl get gdc viewer -o jsonpath='{.status.tokenFingerprint}') nextRefreshTime=$(kubectl get gdc viewer -o jsonpath='{.status.nextRefreshTime}')"
 
+echo; echo "==> kubectl apply -f examples/cluster/ (one client for every namespace labelled groupdocs.cloud/viewer=true)"
+localize examples/cluster/cluster-groupdocs-credential.yaml | kubectl apply -f - | sed 's/^/    /'
+kubectl wait --for=condition=Ready --timeout=90s cgdc/shared-viewer >/dev/null
+kubectl get cgdc | sed 's/^/    /'
+kubectl get secrets -A -l groupdocs.cloud/cluster-credential=shared-viewer | sed 's/^/    /'
+
 if [ "$node" = 1 ]; then
   kubectl rollout status deployment/document-viewer --timeout=120s >/dev/null
   echo; echo "==> kubectl get pods -A -o wide"
@@ -138,6 +146,8 @@ The demo keeps running. Try:
     export KUBECONFIG=$KUBECONFIG PATH=$testbins:\$PATH
     kubectl annotate gdc viewer groupdocs.cloud/refresh-requested-at="\$(date +%s)" --overwrite   # force a renewal
     kubectl describe gdc viewer
+    kubectl label namespace team-web groupdocs.cloud/viewer=true   # team-web gets the shared token
+    kubectl get cgdc shared-viewer -o jsonpath='{.status.namespaces}'
 MSG
 [ "$node" = 1 ] && echo "    kubectl logs -f deployment/document-viewer                # the consumer pod"
 [ "$node" = 1 ] && echo "    kubectl logs -n groupdocs-system deployment/groupdocs-token-operator"

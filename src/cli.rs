@@ -9,6 +9,8 @@ use jiff::SignedDuration;
 
 use crate::token::ClientAuth;
 
+pub mod names;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "groupdocs-token-operator",
@@ -20,6 +22,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and moved out at once: its size costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller.
@@ -81,6 +85,16 @@ pub struct RunArgs {
     /// Namespace to watch (repeatable). Default: all namespaces.
     #[arg(long = "watch-namespace", env = "GDTO_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// Only credentials (both kinds) whose labels match this selector are watched and
+    /// reconciled, so that several releases, each with its own lease, can split a fleet.
+    /// Default (or empty): all. Read it through [`RunArgs::credential_selector`].
+    #[arg(long = "credential-selector", env = "GDTO_CREDENTIAL_SELECTOR", value_parser = names::parse_label_selector)]
+    pub credential_selector_arg: Option<String>,
+    /// Namespace of the client Secrets that ClusterGroupDocsCredentials name. Default: the
+    /// operator's own (`$POD_NAMESPACE`, else the service account's namespace file, else
+    /// `default`).
+    #[arg(long, env = "GDTO_CLUSTER_RESOURCE_NAMESPACE", value_parser = namespace_name)]
+    pub cluster_resource_namespace: Option<String>,
     /// Failed token requests allowed per endpoint per minute, across all credentials
     /// (GroupDocs locks a caller out for 10 minutes after 20).
     #[arg(long, env = "GDTO_FAILED_REQUEST_BUDGET", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -109,6 +123,11 @@ pub struct RunArgs {
     /// and DaemonSets).
     #[arg(long, env = "GDTO_ROLLOUT_RESTARTS")]
     pub rollout_restarts: bool,
+    /// Do not serve ClusterGroupDocsCredentials (for installs without the cluster rules:
+    /// namespaces, and delete on Secrets to remove copies from namespaces that stop matching).
+    /// They are never served with `--watch-namespace` or `--secret-access get`.
+    #[arg(long, env = "GDTO_NO_CLUSTER_CREDENTIALS")]
+    pub no_cluster_credentials: bool,
     /// At most one rollout restart per workload per this interval (1s to 24h).
     #[arg(long, env = "GDTO_ROLLOUT_RESTART_MIN_INTERVAL", default_value = "10m", value_parser = |s: &str| ROLLOUT_RESTART_MIN_INTERVAL.parse(s))]
     pub rollout_restart_min_interval: SignedDuration,
@@ -125,6 +144,10 @@ pub struct RunArgs {
     /// Namespace of the Lease. Default: `$POD_NAMESPACE`, else `default`.
     #[arg(long, env = "GDTO_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+    /// Name of the Lease: one per release, so that releases that split a fleet with
+    /// `--credential-selector` each elect their own leader.
+    #[arg(long, env = "GDTO_LEASE_NAME", default_value = crate::leader::LEASE_NAME, value_parser = lease_name)]
+    pub lease_name: String,
     /// How long a leader's lease lasts without renewal: the longest a failover takes (2s to
     /// 1h).
     #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = |s: &str| LEASE_DURATION.parse(s))]
@@ -139,6 +162,13 @@ pub struct RunArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl RunArgs {
+    /// `--credential-selector`, `None` when it selects every credential (unset or empty).
+    pub fn credential_selector(&self) -> Option<&str> {
+        self.credential_selector_arg.as_deref().filter(|s| !s.is_empty())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -158,6 +188,34 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub http: HttpArgs,
 }
+
+/// A namespace flag's value: a DNS-1123 label.
+fn namespace_name(s: &str) -> Result<String, String> {
+    names::is_dns_label(s)
+        .then(|| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"))
+}
+
+/// A Lease name: a DNS-1123 subdomain.
+fn lease_name(s: &str) -> Result<String, String> {
+    names::is_dns_subdomain(s)
+        .then(|| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not a Lease name (lowercase letters, digits, '-' and '.', at most 253)"))
+}
+
+/// Where the client Secrets of cluster-scoped credentials live when
+/// `--cluster-resource-namespace` is not given: the operator's own namespace, as the downward
+/// API (`$POD_NAMESPACE`) or the mounted service account token says, else `default`.
+pub fn own_namespace(pod_namespace: Option<String>, service_account_file: &std::path::Path) -> String {
+    let usable = |ns: String| Some(ns.trim().to_string()).filter(|ns| names::is_dns_label(ns));
+    pod_namespace
+        .and_then(usable)
+        .or_else(|| std::fs::read_to_string(service_account_file).ok().and_then(usable))
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// The namespace file of the mounted service account token.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Parses a duration that is not negative, such as `1h`, `30m`, `1h30m` or `90s`, without
 /// bounds. Flags use [`DurationRange::parse`].

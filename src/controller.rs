@@ -47,6 +47,11 @@ pub struct Settings {
     pub rollout_restarts: Option<SignedDuration>,
     /// How Secrets are read: watched (cached, changes act at once) or fetched per reconcile.
     pub secret_access: SecretAccess,
+    /// `--credential-selector`: only credentials (both kinds) with matching labels are
+    /// watched; `None` watches all.
+    pub credential_selector: Option<String>,
+    /// Where the client Secrets of cluster-scoped credentials live.
+    pub cluster_resource_namespace: String,
     /// The longest a failed request can hold a credential back (the largest of
     /// `--invalid-client-retry`, the longest 429 pause and `--max-backoff`): a retry time in
     /// status further out than this was not written by the operator and is ignored.
@@ -228,6 +233,14 @@ fn restore_budget(shared: &Shared) {
     }
 }
 
+/// The watch of credentials (of either kind): only those `--credential-selector` matches.
+pub fn credentials_watch_config(settings: &Settings) -> watcher::Config {
+    match &settings.credential_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    }
+}
+
 /// Maps a client Secret to the credentials of its namespace that reference it.
 fn credentials_using(crs: &Store<GroupDocsCredential>, secret: &Secret) -> Vec<ObjectRef<GroupDocsCredential>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
@@ -342,7 +355,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     let synced = Arc::new(Synced3::default());
     let (cr_reader, cr_writer) = reflector::store();
     let flags = synced.clone();
-    let crs = watcher(api::<GroupDocsCredential>(client, scope), watcher::Config::default())
+    let crs = watcher(api::<GroupDocsCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
         .inspect(move |e| mark_synced(&flags.credentials, e))
         .modify(strip_for_read_only_cache)

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::format::TokenFormat;
 
+pub mod cluster;
+pub mod rules;
+pub use cluster::{ClusterGroupDocsCredential, ClusterGroupDocsCredentialSpec, ClusterGroupDocsCredentialStatus};
+
 /// Default token endpoint, as GroupDocs documents it.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.groupdocs.cloud/connect/token";
 /// Annotation that forces one renewal per new value (like ESO's force-sync).
@@ -37,7 +41,13 @@ pub const REFRESH_ANNOTATION: &str = "groupdocs.cloud/refresh-requested-at";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     derive = "PartialEq",
     derive = "Default",
-    doc = "Keeps a GroupDocs Cloud access token fresh in a Secret of the same namespace"
+    doc = "Keeps a GroupDocs Cloud access token fresh in a Secret of the same namespace",
+    validation = kube::core::Rule::new(rules::TARGET_DIFFERS_RULE)
+        .message(rules::TARGET_DIFFERS_MESSAGE)
+        .field_path(".spec.target.name"),
+    validation = kube::core::Rule::new(rules::DEFAULT_TARGET_FITS_RULE)
+        .message(rules::DEFAULT_TARGET_FITS_MESSAGE)
+        .field_path(".spec.target")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GroupDocsCredentialSpec {
@@ -47,12 +57,16 @@ pub struct GroupDocsCredentialSpec {
 
     /// Token endpoint. Must match one of the operator's allowed token URL prefixes.
     #[serde(default = "default_token_url")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    #[schemars(length(min = 1, max = 2048), extend("x-kubernetes-validations" = [
+        {"rule": rules::TOKEN_URL_RULE, "message": rules::TOKEN_URL_MESSAGE}
+    ]))]
     pub token_url: String,
 
     /// OAuth 2.0 scope, sent only when set (GroupDocs needs none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), extend("x-kubernetes-validations" = [
+        {"rule": rules::SCOPE_RULE, "message": rules::SCOPE_MESSAGE}
+    ]))]
     pub scope: Option<String>,
 
     /// The Secret the token is written to.
@@ -62,7 +76,9 @@ pub struct GroupDocsCredentialSpec {
     /// How long before expiry the token is renewed, as a duration such as `1h`, `30m` or
     /// `1h30m`. Default: when one third of the token's lifetime is left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(length(max = rules::MAX_DURATION_LENGTH), extend("x-kubernetes-validations" = [
+        {"rule": rules::DURATION_RULE, "message": rules::DURATION_MESSAGE}
+    ]))]
     pub renew_before: Option<String>,
 
     /// Workloads in this namespace whose pods are restarted when the token changes, for
@@ -70,6 +86,7 @@ pub struct GroupDocsCredentialSpec {
     /// with `--rollout-restarts`; at most one restart per workload per
     /// `--rollout-restart-min-interval`, none for the first token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = rules::MAX_ROLLOUT_TARGETS))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 
     /// Stop renewing. The token already in the Secret stays until it expires.
@@ -77,7 +94,7 @@ pub struct GroupDocsCredentialSpec {
     pub suspend: bool,
 }
 
-fn default_token_url() -> String {
+pub(crate) fn default_token_url() -> String {
     DEFAULT_TOKEN_URL.to_string()
 }
 
@@ -86,15 +103,21 @@ fn default_token_url() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ClientSecretRef {
     /// Name of the Secret in the credential's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": rules::SECRET_NAME_RULE, "message": rules::NAME_MESSAGE}
+    ]))]
     pub name: String,
     /// Key of the client id in the Secret.
     #[serde(default = "default_client_id_key")]
-    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": rules::SECRET_KEY_RULE, "message": rules::SECRET_KEY_MESSAGE}
+    ]))]
     pub client_id_key: String,
     /// Key of the client secret in the Secret.
     #[serde(default = "default_client_secret_key")]
-    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": rules::SECRET_KEY_RULE, "message": rules::SECRET_KEY_MESSAGE}
+    ]))]
     pub client_secret_key: String,
 }
 
@@ -109,16 +132,33 @@ fn default_client_secret_key() -> String {
 /// The Secret that receives the token.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": rules::TEMPLATE_KEYS_FREE_RULE, "message": rules::TEMPLATE_KEYS_FREE_MESSAGE, "fieldPath": ".template"}
+]))]
 pub struct TargetSecret {
     /// Secret name. Default: `<metadata.name>-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": rules::SECRET_NAME_RULE, "message": rules::NAME_MESSAGE}
+    ]))]
     pub name: Option<String>,
     /// Labels copied onto the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = [
+            {"rule": rules::LABEL_KEYS_RULE, "message": rules::LABEL_KEYS_MESSAGE},
+            {"rule": rules::LABEL_VALUES_RULE, "message": rules::LABEL_VALUES_MESSAGE}
+        ]
+    ))]
     pub labels: BTreeMap<String, String>,
     /// Annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = rules::MAX_MAP_ENTRIES,
+        "x-kubernetes-validations" = [{"rule": rules::LABEL_KEYS_RULE, "message": rules::ANNOTATION_KEYS_MESSAGE}]
+    ))]
     pub annotations: BTreeMap<String, String>,
     /// How the token is laid out in the Secret: `default` (keys `access_token`, `token_type`,
     /// `expires_at`, `authorization`), `env` (one key `groupdocs.env`, dotenv lines) or `json`
@@ -131,7 +171,8 @@ pub struct TargetSecret {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "maxProperties" = crate::format::MAX_TEMPLATES,
-        "additionalProperties" = {"type": "string", "maxLength": crate::format::MAX_TEMPLATE_LEN}
+        "additionalProperties" = {"type": "string", "maxLength": crate::format::MAX_TEMPLATE_LEN},
+        "x-kubernetes-validations" = [{"rule": rules::SECRET_KEYS_RULE, "message": rules::SECRET_KEYS_MESSAGE}]
     ))]
     pub template: BTreeMap<String, String>,
 }
@@ -143,7 +184,9 @@ pub struct RolloutRestartTarget {
     /// Workload kind.
     pub kind: WorkloadKind,
     /// Workload name, in the credential's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": rules::SECRET_NAME_RULE, "message": rules::NAME_MESSAGE}
+    ]))]
     pub name: String,
 }
 
@@ -235,60 +278,138 @@ pub struct ValidSpec {
 }
 
 impl GroupDocsCredential {
-    /// Checks the spec and parses each field once; the error names the field.
+    /// Checks the spec and parses each field once; the error names the field. It says what the
+    /// CRD's CEL rules say (`rules`), for CRDs applied by hand that lack them.
     pub fn validate(&self) -> Result<ValidSpec, Error> {
         let spec = &self.spec;
-        let renew_before = spec
-            .renew_before
-            .as_deref()
-            .map(crate::schedule::parse_duration)
-            .transpose()
-            .map_err(|e| Error::InvalidSpec(format!("spec.renewBefore: {e}")))?;
-        let target_name = self.target_name();
-        validate_names(self, &target_name)?;
+        check_client_secret_ref(&spec.client_secret_ref)?;
+        check_token_url(&spec.token_url)?;
+        check_scope(spec.scope.as_deref())?;
+        check_target(&spec.target)?;
         crate::format::check(&spec.target)?;
-        if let Some(scope) = &spec.scope
-            && scope.chars().any(|c| c.is_control())
-        {
-            return Err(Error::InvalidSpec("spec.scope contains control characters".into()));
-        }
+        check_rollout_targets(&spec.rollout_restart_targets)?;
+        let renew_before = spec.renew_before.as_deref().map(parse_renew_before).transpose()?;
+        let target_name = self.target_name();
+        check_target_name(self, &target_name)?;
         Ok(ValidSpec { target_name, renew_before, scope: spec.scope.clone().filter(|s| !s.is_empty()) })
     }
 }
 
-fn validate_names(cr: &GroupDocsCredential, target: &str) -> Result<(), Error> {
-    if !is_dns_subdomain(target) {
-        return Err(Error::InvalidSpec(format!(
-            "target Secret name {target:?} is not a valid Secret name (lowercase letters, digits, '-' and '.', at most 253)"
-        )));
-    }
-    let client = &cr.spec.client_secret_ref.name;
-    if !is_dns_subdomain(client) {
-        return Err(Error::InvalidSpec(format!("spec.clientSecretRef.name {client:?} is not a valid Secret name")));
-    }
-    if client == target {
-        return Err(Error::InvalidSpec(format!(
-            "spec.clientSecretRef.name and the target Secret are both {target:?}; the token would overwrite the credentials"
-        )));
+fn invalid(field: &str, message: impl std::fmt::Display) -> Error {
+    Error::InvalidSpec(format!("{field}: {message}"))
+}
+
+/// The API server's own words for a string over its schema's `maxLength` (which counts
+/// characters, not bytes).
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    if value.chars().count() > max {
+        return Err(invalid(field, format!("Too long: may not be more than {max}")));
     }
     Ok(())
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+fn check_entries(field: &str, entries: usize, max: usize) -> Result<(), Error> {
+    if entries > max {
+        return Err(invalid(field, format!("Too many: {entries}: must have at most {max} items")));
+    }
+    Ok(())
 }
 
-/// The CRD as YAML, as `groupdocs-token-operator crd` prints it and `crds/` holds it.
+fn check_client_secret_ref(r: &ClientSecretRef) -> Result<(), Error> {
+    if !rules::is_dns_subdomain(&r.name) {
+        return Err(invalid("spec.clientSecretRef.name", rules::NAME_MESSAGE));
+    }
+    for (field, key) in [
+        ("spec.clientSecretRef.clientIdKey", &r.client_id_key),
+        ("spec.clientSecretRef.clientSecretKey", &r.client_secret_key),
+    ] {
+        if !rules::is_secret_key(key) {
+            return Err(invalid(field, rules::SECRET_KEY_MESSAGE));
+        }
+    }
+    Ok(())
+}
+
+fn check_token_url(url: &str) -> Result<(), Error> {
+    check_length("spec.tokenUrl", url, 2048)?;
+    if !rules::is_token_url_shape(url) {
+        return Err(invalid("spec.tokenUrl", rules::TOKEN_URL_MESSAGE));
+    }
+    Ok(())
+}
+
+fn check_scope(scope: Option<&str>) -> Result<(), Error> {
+    let Some(scope) = scope else { return Ok(()) };
+    check_length("spec.scope", scope, 1024)?;
+    if rules::has_control_characters(scope) {
+        return Err(invalid("spec.scope", rules::SCOPE_MESSAGE));
+    }
+    Ok(())
+}
+
+fn check_target(target: &TargetSecret) -> Result<(), Error> {
+    if let Some(name) = &target.name
+        && !rules::is_dns_subdomain(name)
+    {
+        return Err(invalid("spec.target.name", rules::NAME_MESSAGE));
+    }
+    check_entries("spec.target.labels", target.labels.len(), rules::MAX_MAP_ENTRIES)?;
+    if !target.labels.keys().all(|k| rules::is_qualified_name(k)) {
+        return Err(invalid("spec.target.labels", rules::LABEL_KEYS_MESSAGE));
+    }
+    if !target.labels.values().all(|v| rules::is_label_value(v)) {
+        return Err(invalid("spec.target.labels", rules::LABEL_VALUES_MESSAGE));
+    }
+    check_entries("spec.target.annotations", target.annotations.len(), rules::MAX_MAP_ENTRIES)?;
+    if !target.annotations.keys().all(|k| rules::is_qualified_name(k)) {
+        return Err(invalid("spec.target.annotations", rules::ANNOTATION_KEYS_MESSAGE));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_rollout_targets(targets: &[RolloutRestartTarget]) -> Result<(), Error> {
+    check_entries("spec.rolloutRestartTargets", targets.len(), rules::MAX_ROLLOUT_TARGETS)?;
+    match targets.iter().position(|t| !rules::is_dns_subdomain(&t.name)) {
+        Some(i) => Err(invalid(&format!("spec.rolloutRestartTargets[{i}].name"), rules::NAME_MESSAGE)),
+        None => Ok(()),
+    }
+}
+
+/// The rule's grammar first (narrower than the parser's, which also reads `1 hour` or
+/// `PT1H`), so that the operator and the API server accept the same strings.
+fn parse_renew_before(s: &str) -> Result<SignedDuration, Error> {
+    check_length("spec.renewBefore", s, rules::MAX_DURATION_LENGTH)?;
+    if !rules::is_duration(s) {
+        return Err(invalid("spec.renewBefore", rules::DURATION_MESSAGE));
+    }
+    crate::schedule::parse_duration(s).map_err(|e| invalid("spec.renewBefore", e))
+}
+
+fn check_target_name(cr: &GroupDocsCredential, target: &str) -> Result<(), Error> {
+    if !rules::is_dns_subdomain(target) {
+        return Err(invalid("metadata.name", rules::DEFAULT_TARGET_FITS_MESSAGE));
+    }
+    if cr.spec.client_secret_ref.name == target {
+        return Err(invalid("spec.target.name", rules::TARGET_DIFFERS_MESSAGE));
+    }
+    Ok(())
+}
+
+/// The namespaced kind's CRD as YAML, as `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
     use kube::CustomResourceExt;
     serde_yaml_ng::to_string(&GroupDocsCredential::crd())
+}
+
+/// The cluster kind's CRD as YAML, as `crds/` holds it.
+pub fn cluster_crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml_ng::to_string(&ClusterGroupDocsCredential::crd())
+}
+
+/// Both CRDs, as `groupdocs-token-operator crd` prints them (`make crds` splits them at `---`).
+pub fn all_crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+    Ok(format!("{}---\n{}", crd_yaml()?, cluster_crd_yaml()?))
 }
 
 #[cfg(test)]
@@ -330,15 +451,6 @@ mod tests {
         assert!(yaml.contains("- gdc"));
         assert!(yaml.contains("- groupdocs"));
     }
-    #[test]
-    fn secret_names_are_validated() {
-        assert!(is_dns_subdomain("viewer-token"));
-        assert!(is_dns_subdomain("a.b-c"));
-        for bad in ["", "Upper", "-x", "x-", "a..b", "a_b", &"x".repeat(254)] {
-            assert!(!is_dns_subdomain(bad), "{bad}");
-        }
-    }
-
     #[test]
     fn validate_parses_each_field_once_and_names_the_field() {
         let spec = |v: serde_json::Value| -> GroupDocsCredential {

@@ -50,6 +50,22 @@ pub enum Error {
     #[error("the target Secret {name:?} changed while it was being updated; retrying")]
     TargetChanged { name: String },
 
+    /// Some namespaces a cluster credential selects have no current token; the first one
+    /// (by name) is named, `status.failedNamespaces` lists more.
+    #[error("{failed} of {selected} selected namespaces have no current token; first {namespace}: {message}")]
+    NamespacesFailed {
+        failed: usize,
+        selected: usize,
+        namespace: String,
+        reason: &'static str,
+        message: String,
+        stalled: bool,
+    },
+
+    /// A cluster credential whose selector and list match no namespace.
+    #[error("no namespace matches spec.namespaceSelector or spec.namespaces")]
+    NoNamespaceSelected,
+
     /// A reconcile panicked: a bug, reported on the one credential it hit.
     #[error("internal error (a bug; please report it): {0}")]
     Internal(String),
@@ -120,6 +136,8 @@ impl Error {
             Error::KubeApi(_) | Error::TargetChanged { .. } => "KubernetesApiError",
             Error::Internal(_) => "InternalError",
             Error::Held { kind, .. } => kind.reason(),
+            Error::NamespacesFailed { reason, .. } => reason,
+            Error::NoNamespaceSelected => "NoNamespaceSelected",
         }
     }
 
@@ -136,6 +154,8 @@ impl Error {
                 | Error::InvalidSpec(_)
                 | Error::Internal(_)
                 | Error::Held { kind: TokenFailure::InvalidClient, .. }
+                | Error::NamespacesFailed { stalled: true, .. }
+                | Error::NoNamespaceSelected
         )
     }
 
@@ -220,6 +240,7 @@ mod tests {
             Error::from(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::TargetChanged { name: "t".into() },
             Error::Internal("x".into()),
+            Error::NoNamespaceSelected,
         ];
         for e in &all {
             let r = e.reason();
@@ -236,9 +257,21 @@ mod tests {
                 "TokenUrlNotAllowed",
                 "TargetConflict",
                 "InvalidSpec",
-                "InternalError"
+                "InternalError",
+                "NoNamespaceSelected"
             ]
         );
+        let in_namespaces = |reason, stalled| Error::NamespacesFailed {
+            failed: 1,
+            selected: 2,
+            namespace: "a".into(),
+            reason,
+            message: "m".into(),
+            stalled,
+        };
+        let conflict = in_namespaces("TargetConflict", true);
+        assert_eq!((conflict.reason(), conflict.is_stalled()), ("TargetConflict", true));
+        assert!(!in_namespaces("KubernetesApiError", false).is_stalled());
         // A failure held from status reads and counts as the failure it was.
         for e in all.iter().filter(|e| e.is_token_failure()) {
             let kind = TokenFailure::from_reason(e.reason()).expect("every token failure has a kind");

@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::operator::StartError;
 
+/// The default of `--lease-name`.
 pub const LEASE_NAME: &str = "groupdocs-token-operator";
 
 /// What this replica is doing, for `/readyz` and logs.
@@ -60,17 +61,18 @@ impl Leadership {
     }
 }
 
-/// Waits until this replica holds the Lease `namespace/LEASE_NAME`; `None` if `shutdown`
-/// comes first.
+/// Waits until this replica holds the Lease `namespace/lease`; `None` if `shutdown` comes
+/// first.
 pub async fn acquire(
     client: Client,
     namespace: &str,
+    lease: &str,
     identity: &str,
     lease_seconds: u64,
     role: Role,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Option<Leadership>, StartError> {
-    let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+    let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(lease_seconds)
@@ -79,7 +81,7 @@ pub async fn acquire(
         .build()
         .await?;
     let (mut rx, task) = manager.watch().await;
-    info!(identity, namespace, lease = LEASE_NAME, "waiting for leadership");
+    info!(identity, namespace, lease, "waiting for leadership");
     tokio::pin!(shutdown);
     loop {
         if *rx.borrow_and_update() {

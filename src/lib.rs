@@ -5,14 +5,15 @@
 //! token, renders the target Secret ([`target`]) and records what [`status`] decides.
 
 pub mod cli;
+pub mod cluster;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod events;
-pub mod format;
 #[cfg(test)]
 mod fixtures;
+pub mod format;
 pub mod guard;
 pub mod http;
 pub mod leader;

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => operator::run(args).await,
         Command::Crd => {
-            crd::crd_yaml().map(|yaml| print!("{yaml}")).map_err(|e| operator::StartError::Config(e.to_string()))
+            crd::all_crds_yaml().map(|yaml| print!("{yaml}")).map_err(|e| operator::StartError::Config(e.to_string()))
         }
         Command::Token(args) => operator::fetch_once(args).await,
     };

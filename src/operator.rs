@@ -75,6 +75,13 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             SecretAccessArg::Watch => SecretAccess::Watch,
             SecretAccessArg::Get => SecretAccess::Get { recheck: args.recheck_interval },
         },
+        credential_selector: args.credential_selector().map(str::to_string),
+        cluster_resource_namespace: args.cluster_resource_namespace.clone().unwrap_or_else(|| {
+            crate::cli::own_namespace(
+                std::env::var("POD_NAMESPACE").ok(),
+                std::path::Path::new(crate::cli::SERVICE_ACCOUNT_NAMESPACE_FILE),
+            )
+        }),
         // Status records the failure at the reconcile's start, the retry time from the answer:
         // allow for the request's own duration between them.
         max_hold: args.invalid_client_retry.max(retry_after::MAX_PAUSE).max(args.max_backoff)
@@ -101,14 +108,19 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         let shared = shared.clone();
         Arc::new(move || shared.controllers_alive())
     };
+    let cluster_store: Arc<Mutex<Option<crate::cluster::ClusterCredentials>>> = Arc::default();
     let scrape_caches = caches.clone();
+    let scrape_cluster = cluster_store.clone();
     let scrape_metrics = metrics.clone();
-    let before_scrape = Arc::new(move || refresh_gauges(&scrape_metrics, &crate::lock(&scrape_caches)));
+    let before_scrape = Arc::new(move || {
+        refresh_gauges(&scrape_metrics, &crate::lock(&scrape_caches), crate::lock(&scrape_cluster).as_ref())
+    });
     tokio::spawn(http::serve(probe_listener, http::probes(readiness, liveness), signal.clone()));
     tokio::spawn(http::serve(metrics_listener, http::metrics(metrics.clone(), before_scrape), signal.clone()));
     tokio::spawn(prune_periodically(shared.clone()));
     info!(
         namespaces = ?args.watch_namespaces,
+        credential_selector = args.credential_selector().unwrap_or("(all)"),
         allowed_token_urls = ?args.allowed_token_urls,
         metrics = %args.metrics_addr,
         probes = %args.probe_addr,
@@ -130,7 +142,17 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             .unwrap_or_else(|_| format!("groupdocs-token-operator-{}", hex::encode(rand::random::<[u8; 4]>())));
         let lease_seconds = args.lease_duration.as_secs().max(2) as u64;
         let client = shared.client.clone();
-        match leader::acquire(client, &namespace, &identity, lease_seconds, role.clone(), signal.clone()).await? {
+        match leader::acquire(
+            client,
+            &namespace,
+            &args.lease_name,
+            &identity,
+            lease_seconds,
+            role.clone(),
+            signal.clone(),
+        )
+        .await?
+        {
             Some(l) => leadership = Some(l),
             None => return Ok(()),
         }
@@ -165,7 +187,20 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         let stop = stop.clone();
         async move { stop.cancelled().await }.boxed().shared()
     };
-    controller::run(shared, shutdown, on_caches).await;
+    let serve_cluster_kind = !args.no_cluster_credentials
+        && args.watch_namespaces.is_empty()
+        && shared.settings.secret_access == SecretAccess::Watch;
+    let cluster_kind = async {
+        if serve_cluster_kind {
+            let on_store = |store| *crate::lock(&cluster_store) = Some(store);
+            crate::cluster::run(shared.clone(), shutdown.clone(), on_store).await;
+        } else {
+            info!(
+                "ClusterGroupDocsCredentials are not served: they need all namespaces watched and --secret-access=watch"
+            );
+        }
+    };
+    tokio::join!(controller::run(shared.clone(), shutdown.clone(), on_caches), cluster_kind);
     if let Ok(Some(leadership)) = watcher.await {
         leadership.release().await;
     }
@@ -196,18 +231,23 @@ async fn prune_periodically(shared: Arc<Shared>) {
 }
 
 /// Gauges that describe the cached credentials are recomputed at scrape time, so a deleted
-/// credential leaves no stale series behind.
-fn refresh_gauges(metrics: &Metrics, caches: &[Caches]) {
+/// credential leaves no stale series behind. Cluster credentials have an empty `namespace` label.
+fn refresh_gauges(metrics: &Metrics, caches: &[Caches], cluster: Option<&crate::cluster::ClusterCredentials>) {
     metrics.token_expiry.clear();
     metrics.rate_limited_until.clear();
     metrics.credentials.clear();
     metrics.credential_ready.clear();
-    for cr in caches.iter().flat_map(|c| c.credentials.state()) {
-        let label = CredentialLabel {
-            namespace: cr.metadata.namespace.clone().unwrap_or_default(),
-            name: cr.metadata.name.clone().unwrap_or_default(),
-        };
-        let status = cr.status.clone().unwrap_or_default();
+    let namespaced = caches
+        .iter()
+        .flat_map(|c| c.credentials.state())
+        .map(|cr| (cr.metadata.namespace.clone().unwrap_or_default(), cr.metadata.name.clone(), cr.status.clone()));
+    let cluster = cluster
+        .into_iter()
+        .flat_map(|store| store.state())
+        .map(|cr| (String::new(), cr.metadata.name.clone(), cr.status.clone().map(|s| s.token)));
+    for (namespace, name, status) in namespaced.chain(cluster) {
+        let label = CredentialLabel { namespace, name: name.unwrap_or_default() };
+        let status = status.unwrap_or_default();
         if let Some(t) = &status.expires_at {
             metrics.token_expiry.get_or_create(&label).set(t.0.as_second());
         }

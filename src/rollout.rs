@@ -59,6 +59,8 @@ pub enum Outcome {
     Restarted,
     Deferred(Timestamp),
     AlreadyDone,
+    /// No such workload (a cluster credential's targets exist in some namespaces only).
+    NotFound,
     Failed(String),
 }
 
@@ -90,7 +92,7 @@ impl Request<'_> {
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let workload = match api.get_opt(name).await {
             Ok(Some(w)) => w,
-            Ok(None) => return Outcome::Failed(format!("{kind:?} {name} not found")),
+            Ok(None) => return Outcome::NotFound,
             Err(e) => return Outcome::Failed(format!("{kind:?} {name}: {e}")),
         };
         let annotations = template(&workload).and_then(|t| t.metadata.as_ref()?.annotations.as_ref());

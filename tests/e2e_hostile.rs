@@ -56,11 +56,7 @@ async fn e2e_hostile_credentials_get_specific_reasons() {
             json!({"clientSecretRef": {"name": "empty-values"}}),
             Condition("Stalled", "True", "SecretKeyMissing", "client_id"),
         ),
-        (
-            "http-url",
-            json!({"tokenUrl": "http://api.groupdocs.cloud/connect/token"}),
-            Condition("Stalled", "True", "TokenUrlNotAllowed", "https"),
-        ),
+        ("http-url", json!({"tokenUrl": "http://api.groupdocs.cloud/connect/token"}), Rejected("must be an https URL")),
         (
             "userinfo-url",
             json!({"tokenUrl": "https://user:pw@api.groupdocs.cloud/connect/token"}),
@@ -94,7 +90,7 @@ async fn e2e_hostile_credentials_get_specific_reasons() {
         (
             "control-chars-in-scope",
             json!({"tokenUrl": dev, "scope": "read\u{7}\nwrite"}),
-            Condition("Stalled", "True", "InvalidSpec", "control characters"),
+            Rejected("control characters"),
         ),
         (
             "renew-before-too-long",
@@ -103,29 +99,27 @@ async fn e2e_hostile_credentials_get_specific_reasons() {
         ),
         ("negative-duration", json!({"renewBefore": "-5m"}), Rejected("renewBefore")),
         ("garbage-duration", json!({"renewBefore": "soon"}), Rejected("renewBefore")),
+        // The CRD's CEL rules refuse these at apply; tests/validation-cases.yaml holds the
+        // operator's own validation (for CRDs applied by hand) to the same answers.
         (
             "invalid-target-name",
             json!({"tokenUrl": dev, "target": {"name": "Not_A_Secret_Name"}}),
-            Condition("Stalled", "True", "InvalidSpec", "not a valid Secret name"),
+            Rejected("RFC 1123"),
         ),
         (
             "own-target-as-client",
             json!({"tokenUrl": dev, "target": {"name": "gd-client"}}),
-            Condition("Stalled", "True", "InvalidSpec", "would overwrite the credentials"),
+            Rejected("would overwrite"),
         ),
         (
             "path-in-ref-name",
             json!({"tokenUrl": dev, "clientSecretRef": {"name": "../gd-client"}}),
-            Condition("Stalled", "True", "InvalidSpec", "not a valid Secret name"),
+            Rejected("RFC 1123"),
         ),
         ("not-a-url", json!({"tokenUrl": "not a url"}), Rejected("tokenUrl")),
         ("ftp-url", json!({"tokenUrl": "ftp://api.groupdocs.cloud/connect/token"}), Rejected("tokenUrl")),
         ("scope-too-long", json!({"scope": long_scope}), Rejected("scope")),
-        (
-            "bad-target-label",
-            json!({"tokenUrl": dev, "target": {"labels": {"bad key!": "x"}}}),
-            Condition("Stalled", "True", "InvalidSpec", "Kubernetes rejects the target Secret"),
-        ),
+        ("bad-target-label", json!({"tokenUrl": dev, "target": {"labels": {"bad key!": "x"}}}), Rejected("label keys")),
     ];
 
     let api = env.credentials();
@@ -174,7 +168,7 @@ async fn e2e_hostile_credentials_get_specific_reasons() {
     assert_eq!(created.iter().copied().collect::<BTreeSet<_>>(), expected, "every accepted case was created");
     assert_eq!(created.len(), expected.len());
     assert_eq!(reached, expected.len(), "every accepted case reached its condition");
-    assert!(expected.len() >= 10 && refused >= 5, "{} accepted and {refused} refused cases", expected.len());
+    assert!(expected.len() >= 8 && refused >= 5, "{} accepted and {refused} refused cases", expected.len());
 
     // Only allowed URLs were ever asked, and the operator is not spinning on any case: once it
     // has reconciled every case again (an annotation on each triggers that), no new token

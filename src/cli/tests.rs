@@ -120,6 +120,108 @@ fn lists_are_repeatable_and_comma_separated() {
     assert_eq!(args.allowed_token_urls, ["https://x.example/"]);
 }
 
+#[test]
+fn credential_selector_accepts_equality_and_set_based_requirements() {
+    for ok in [
+        "shard=a",
+        "shard==a",
+        "shard!=a",
+        "shard in (a,b)",
+        "shard in(a, b )",
+        "shard notin (x)",
+        "shard",
+        "!shard",
+        " ! shard ",
+        "shard=",
+        "shard = a",
+        "example.com/shard=a-1",
+        "app.kubernetes.io/part-of=billing,tier notin (dev,test),!legacy,shard",
+        "Shard_1.x=A.b_c",
+    ] {
+        assert_eq!(names::parse_label_selector(ok).as_deref(), Ok(ok.trim()), "{ok}");
+        let args = parse_run(&["--credential-selector", ok]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert_eq!(args.credential_selector(), Some(ok.trim()));
+    }
+    assert_eq!(parse_run(&[]).unwrap().credential_selector(), None, "all credentials by default");
+    for blank in ["", "  "] {
+        let args = parse_run(&["--credential-selector", blank]).unwrap();
+        assert_eq!(args.credential_selector(), None, "{blank:?} selects all, as an unset variable would");
+    }
+}
+
+#[test]
+fn credential_selector_refuses_bad_syntax_with_the_flag_and_the_part_named() {
+    for (bad, says) in [
+        ("shard=a,", "empty requirement"),
+        (",shard=a", "empty requirement"),
+        ("shard=a,,b", "empty requirement"),
+        ("shard in (a,b", "without ')'"),
+        ("shard in a,b)", "without '('"),
+        ("shard in ((a))", "nested"),
+        ("shard in ()", "empty value list"),
+        ("shard in (a) x", "nothing may follow"),
+        ("shard inside (a)", "unknown operator"),
+        ("shard > 3", "unknown operator"),
+        ("shard ~ a", "unknown operator"),
+        ("shard a", "unknown operator"),
+        ("!shard=a", "label key"),
+        ("=a", "label key"),
+        ("-shard=a", "label key"),
+        ("shard-=a", "label key"),
+        ("Example.com/shard=a", "prefix"),
+        ("a/b/c=d", "label key"),
+        ("/shard=a", "prefix"),
+        ("shard=a b", "label value"),
+        ("shard=-a", "label value"),
+        ("shard in (a,-b)", "label value"),
+        ("shard=\u{e9}", "label value"),
+    ] {
+        let err = names::parse_label_selector(bad).expect_err(bad);
+        assert!(err.contains(says), "{bad:?}: {err:?} does not say {says:?}");
+        let err = parse_run(&[&format!("--credential-selector={bad}")]).map(|_| ()).expect_err(bad).to_string();
+        assert!(err.contains("--credential-selector"), "{bad:?}: {err}");
+    }
+    let long = "k".repeat(64);
+    assert!(names::parse_label_selector(&format!("{long}=a")).is_err());
+    assert!(names::parse_label_selector(&format!("a={long}")).is_err());
+    assert!(names::parse_label_selector(&format!("{}=a", "k".repeat(63))).is_ok());
+    assert!(names::parse_label_selector(&format!("{}/k=a", "p".repeat(254))).is_err());
+}
+
+#[test]
+fn cluster_resource_namespace_is_a_dns_label_and_defaults_to_the_own_namespace() {
+    assert_eq!(parse_run(&[]).unwrap().cluster_resource_namespace, None);
+    let args = parse_run(&["--cluster-resource-namespace", "platform-1"]).unwrap();
+    assert_eq!(args.cluster_resource_namespace.as_deref(), Some("platform-1"));
+    for bad in ["", "Platform", "-a", "a-", "a.b", "a_b", &"n".repeat(64)] {
+        let err = parse_run(&[&format!("--cluster-resource-namespace={bad}")]).map(|_| ()).expect_err(bad).to_string();
+        assert!(err.contains("--cluster-resource-namespace") && err.contains("not a namespace name"), "{bad:?}: {err}");
+    }
+
+    let dir = std::env::temp_dir().join(format!("gdto-cli-ns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("namespace");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let missing = dir.join("missing");
+    assert_eq!(own_namespace(Some("from-env".into()), &file), "from-env", "the downward API first");
+    assert_eq!(own_namespace(None, &file), "from-file", "then the service account's file, trimmed");
+    assert_eq!(own_namespace(Some(String::new()), &file), "from-file", "an empty variable is no answer");
+    assert_eq!(own_namespace(None, &missing), "default");
+    std::fs::write(&file, "Not A Namespace").unwrap();
+    assert_eq!(own_namespace(None, &file), "default");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lease_name_defaults_to_the_historic_name_and_is_a_dns_subdomain() {
+    assert_eq!(parse_run(&[]).unwrap().lease_name, crate::leader::LEASE_NAME);
+    assert_eq!(parse_run(&["--lease-name", "shard-a.gdto"]).unwrap().lease_name, "shard-a.gdto");
+    for bad in ["", "Shard", "shard_a", "a..b", "-a"] {
+        let err = parse_run(&[&format!("--lease-name={bad}")]).map(|_| ()).expect_err(bad).to_string();
+        assert!(err.contains("--lease-name") && err.contains("not a Lease name"), "{bad:?}: {err}");
+    }
+}
+
 mod properties {
     use proptest::prelude::*;
 
@@ -137,6 +239,14 @@ mod properties {
     }
 
     proptest! {
+        /// A selector check never panics, and what it accepts it returns trimmed.
+        #[test]
+        fn selector_check_never_panics(s in prop_oneof![".{0,40}", "[!a-z =,()/.-]{0,30}"]) {
+            if let Ok(selector) = names::parse_label_selector(&s) {
+                prop_assert_eq!(selector, s.trim());
+            }
+        }
+
         /// Parsing never panics, and an accepted value lies within the flag's range.
         #[test]
         fn duration_flags_never_panic_and_stay_in_range(s in inputs()) {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::namespace;
-use crate::controller::{CLIENT_CREDENTIALS_LABEL, Context, SecretAccess};
+use crate::controller::{CLIENT_CREDENTIALS_LABEL, Context, SecretAccess, Shared};
 use crate::crd::GroupDocsCredential;
 use crate::error::Error;
 use crate::redact::Sensitive;
@@ -17,14 +17,18 @@ use crate::target::{CachedSecret, IssuedFor};
 use crate::token::TokenRequest;
 
 /// Validates the spec and reads the client credentials.
-pub(super) async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> Result<Inputs, Error> {
+pub(crate) async fn resolve_inputs(
+    cr: &GroupDocsCredential,
+    shared: &Shared,
+    client_secrets: &Store<Secret>,
+) -> Result<Inputs, Error> {
     let spec = &cr.spec;
     let valid = cr.validate()?;
-    let url = ctx.shared.settings.policy.check(&spec.token_url)?;
+    let url = shared.settings.policy.check(&spec.token_url)?;
 
     let ns = namespace(cr);
     let secret_name = &spec.client_secret_ref.name;
-    let secret = client_secret(ctx, &ns, secret_name).await?;
+    let secret = client_secret(shared, client_secrets, &ns, secret_name).await?;
     let read = |key: &str| {
         secret
             .data
@@ -51,18 +55,18 @@ pub(super) async fn resolve_inputs(cr: &GroupDocsCredential, ctx: &Context) -> R
 }
 
 /// The labelled client Secret, from the cache or (in `get` mode) the API server.
-async fn client_secret(ctx: &Context, ns: &str, name: &str) -> Result<Arc<Secret>, Error> {
-    if let SecretAccess::Get { .. } = ctx.shared.settings.secret_access {
-        let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+async fn client_secret(shared: &Shared, store: &Store<Secret>, ns: &str, name: &str) -> Result<Arc<Secret>, Error> {
+    if let SecretAccess::Get { .. } = shared.settings.secret_access {
+        let api: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
         return match api.get_opt(name).await? {
             Some(s) if s.labels().get(CLIENT_CREDENTIALS_LABEL).is_some_and(|v| v == "true") => Ok(Arc::new(s)),
             Some(_) => Err(Error::SecretNotLabelled { namespace: ns.to_string(), name: name.to_string() }),
             None => Err(Error::SecretNotFound { namespace: ns.to_string(), name: name.to_string() }),
         };
     }
-    match ctx.client_secrets.get(&ObjectRef::new(name).within(ns)) {
+    match store.get(&ObjectRef::new(name).within(ns)) {
         Some(secret) => Ok(secret),
-        None => Err(explain_missing_client_secret(ctx, ns, name).await),
+        None => Err(explain_missing_client_secret(shared, ns, name).await),
     }
 }
 
@@ -78,8 +82,8 @@ pub(super) async fn target_secret(cr: &GroupDocsCredential, ctx: &Context) -> Re
 
 /// The client Secret is not in the cache of labelled Secrets: find out whether it is absent
 /// or only unlabelled, so the message can say what to do.
-async fn explain_missing_client_secret(ctx: &Context, ns: &str, name: &str) -> Error {
-    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+async fn explain_missing_client_secret(shared: &Shared, ns: &str, name: &str) -> Error {
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
     match api.get_metadata_opt(name).await {
         Ok(Some(_)) => Error::SecretNotLabelled { namespace: ns.to_string(), name: name.to_string() },
         Ok(None) => Error::SecretNotFound { namespace: ns.to_string(), name: name.to_string() },

@@ -6,27 +6,30 @@
 //! (the broker, in [`crate::token`]), [`secret`], then [`publish`] (status, events, restarts).
 //! The decisions between the steps are pure functions in [`crate::status`].
 
-mod inputs;
-mod publish;
+pub(crate) mod inputs;
+pub(crate) mod publish;
 pub(crate) mod secret;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{debug, error};
 
 use crate::conditions::{self, Facts, Outcome};
-use crate::controller::{Context, SecretAccess};
+use crate::controller::{Context, SecretAccess, Shared};
 use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
 use crate::error::Error;
 use crate::guard::inject_panic_for_tests;
 use crate::schedule;
-use crate::status::{Synced, held_by_status, next_status, next_wake, refresh_time, requeue_after, usable_token};
+use crate::status::{
+    Inputs, Synced, held_by_status, next_status, next_wake, refresh_time, requeue_after, usable_token,
+};
 use crate::target::{self, Ownership, Target};
 use crate::token::broker::{Refused, Want};
+use crate::token::{Token, TokenFacts};
 
 use inputs::{resolve_inputs, target_secret};
 use publish::{publish_events, restart_workloads, write_status};
@@ -102,7 +105,7 @@ pub async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: Stri
 
 async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCredentialStatus, now: Timestamp) -> Synced {
     let fail = |error: Error| Synced::failed(error, None);
-    let inputs = match resolve_inputs(cr, ctx).await {
+    let inputs = match resolve_inputs(cr, &ctx.shared, &ctx.client_secrets).await {
         Ok(inputs) => inputs,
         Err(e) => return fail(e),
     };
@@ -115,12 +118,64 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         return fail(Error::TargetConflict { name: cr.target_name() });
     }
     let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));
+    let decided = match decide_token(cr, &ctx.shared, previous, &inputs, in_place, now).await {
+        Ok(decided) => decided,
+        Err(ended) => return ended,
+    };
+    let renew_before = inputs.renew_before;
+    let desired = target::desired(&target, &decided.facts, &inputs.issued_for);
+    let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: decided.fresh.as_ref() };
+    if let Err(error) = write_secret(&ctx.shared.client, &ctx.shared.writes, &target, write, &inputs.issued_for).await {
+        return Synced { renew_before, ..Synced::failed(error, decided.in_place) };
+    }
+    decided.written(previous, renew_before)
+}
+
+/// The token both kinds write: a new one from the broker, or the one in place.
+pub(crate) struct Decided {
+    /// A new token; `None` keeps the one in place, which the cache knows only by its facts.
+    pub(crate) fresh: Option<Token>,
+    pub(crate) facts: TokenFacts,
+    pub(crate) in_place: Option<TokenFacts>,
+    pub(crate) refresh_request: Option<String>,
+    pub(crate) refresh_throttled_until: Option<Timestamp>,
+}
+
+impl Decided {
+    /// The reconcile's result once the token is in every Secret it belongs in.
+    pub(crate) fn written(self, previous: &GroupDocsCredentialStatus, renew_before: Option<SignedDuration>) -> Synced {
+        let outcome = match previous.token_fingerprint.as_deref() {
+            None => Outcome::Issued,
+            Some(fp) if fp != self.facts.fingerprint => Outcome::Renewed,
+            Some(_) => Outcome::Current,
+        };
+        Synced {
+            token: Some(self.facts),
+            result: Ok(outcome),
+            refresh_request: self.refresh_request,
+            refresh_throttled_until: self.refresh_throttled_until,
+            client_secret_version: None,
+            renew_before,
+        }
+    }
+}
+
+/// Decides whether the token in place will do or a new one is due (renewal time, forced
+/// refresh, no token), and asks the broker for it. `Err` ends the reconcile with that result:
+/// suspended, held back by a recorded failure, or refused by the broker.
+pub(crate) async fn decide_token(
+    cr: &GroupDocsCredential,
+    shared: &Shared,
+    previous: &GroupDocsCredentialStatus,
+    inputs: &Inputs,
+    in_place: Option<TokenFacts>,
+    now: Timestamp,
+) -> Result<Decided, Synced> {
     let renew_before = inputs.renew_before;
     if cr.spec.suspend {
-        return Synced { renew_before, ..Synced::new(Ok(Outcome::Suspended), in_place) };
+        return Err(Synced { renew_before, ..Synced::new(Ok(Outcome::Suspended), in_place) });
     }
-
-    let min_interval = ctx.shared.settings.min_refresh_interval;
+    let min_interval = shared.settings.min_refresh_interval;
     let mut refresh_request = cr.refresh_request().filter(|v| previous.last_refresh_request.as_deref() != Some(*v));
     // A forced refresh right after a token was issued waits out the minimum interval, so
     // that annotating in a loop cannot turn into a request loop.
@@ -135,68 +190,47 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         None => true,
         Some(token) => now >= refresh_time(cr, token, inputs.renew_before, min_interval),
     };
-    // A new token from the broker, or (None) the one in place, which the cache knows only by its facts.
-    let fresh = if refresh_request.is_some() || due {
-        if let Some(held) = held_by_status(cr, previous, &inputs, now, ctx.shared.settings.max_hold) {
-            return Synced { refresh_throttled_until, renew_before, ..Synced::failed(held, in_place) };
-        }
-        if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
-            // Written by the operator only for a 429; a time beyond the longest pause is not ours.
-            if until <= schedule::add(now, crate::token::retry_after::MAX_PAUSE) {
-                ctx.shared.broker.honour_pause(&inputs.request, until);
-            }
-        }
-        let want = Want {
-            renew_before: inputs.renew_before,
-            force: refresh_request.is_some(),
-            min_interval,
-            // Only a token status recorded makes a client count as working (a tenant can write
-            // a token Secret, but not the status).
-            valid_until: in_place
-                .as_ref()
-                .filter(|t| previous.token_fingerprint.as_deref() == Some(t.fingerprint.as_str()))
-                .map(|t| t.expires_at),
-        };
-        match ctx.shared.broker.token(&inputs.request, want, &namespace(cr)).await {
-            Ok(issued) => Some(issued.token),
-            Err(refused) => {
-                let client_secret_version = refused.sent.then(|| inputs.issued_for.client_secret_version.clone());
-                return Synced {
-                    token: in_place,
-                    result: Err(refused),
-                    refresh_request: None,
-                    refresh_throttled_until,
-                    client_secret_version,
-                    renew_before,
-                };
-            }
-        }
-    } else {
-        None
-    };
-    let facts = match (&fresh, &in_place) {
-        (Some(token), _) => token.facts(),
-        (None, Some(facts)) => facts.clone(),
-        (None, None) => unreachable!("no token in place means one is due"),
-    };
-
-    let desired = target::desired(&target, &facts, &inputs.issued_for);
-    let write = SecretWrite { existing: existing.as_deref(), desired: &desired, fresh: fresh.as_ref() };
-    if let Err(error) = write_secret(&ctx.shared.client, &ctx.shared.writes, &target, write, &inputs.issued_for).await {
-        return Synced { renew_before, ..Synced::failed(error, in_place) };
+    let refresh_request = refresh_request.map(str::to_owned);
+    if !(refresh_request.is_some() || due) {
+        let Some(facts) = in_place.clone() else { unreachable!("no token in place means one is due") };
+        return Ok(Decided { fresh: None, facts, in_place, refresh_request, refresh_throttled_until });
     }
-    let outcome = match previous.token_fingerprint.as_deref() {
-        None => Outcome::Issued,
-        Some(fp) if fp != facts.fingerprint => Outcome::Renewed,
-        Some(_) => Outcome::Current,
+    if let Some(held) = held_by_status(cr, previous, inputs, now, shared.settings.max_hold) {
+        return Err(Synced { refresh_throttled_until, renew_before, ..Synced::failed(held, in_place) });
+    }
+    if let Some(until) = previous.rate_limited_until.as_ref().map(|t| t.0).filter(|t| *t > now) {
+        // Written by the operator only for a 429; a time beyond the longest pause is not ours.
+        if until <= schedule::add(now, crate::token::retry_after::MAX_PAUSE) {
+            shared.broker.honour_pause(&inputs.request, until);
+        }
+    }
+    let want = Want {
+        renew_before: inputs.renew_before,
+        force: refresh_request.is_some(),
+        min_interval,
+        // Only a token status recorded makes a client count as working (a tenant can write
+        // a token Secret, but not the status).
+        valid_until: in_place
+            .as_ref()
+            .filter(|t| previous.token_fingerprint.as_deref() == Some(t.fingerprint.as_str()))
+            .map(|t| t.expires_at),
     };
-    Synced {
-        token: Some(facts),
-        result: Ok(outcome),
-        refresh_request: refresh_request.map(str::to_owned),
-        refresh_throttled_until,
-        client_secret_version: None,
-        renew_before,
+    match shared.broker.token(&inputs.request, want, &namespace(cr)).await {
+        Ok(issued) => {
+            let facts = issued.token.facts();
+            Ok(Decided { fresh: Some(issued.token), facts, in_place, refresh_request, refresh_throttled_until })
+        }
+        Err(refused) => {
+            let client_secret_version = refused.sent.then(|| inputs.issued_for.client_secret_version.clone());
+            Err(Synced {
+                token: in_place,
+                result: Err(refused),
+                refresh_request: None,
+                refresh_throttled_until,
+                client_secret_version,
+                renew_before,
+            })
+        }
     }
 }
 

@@ -105,6 +105,11 @@ pub(super) async fn restart_workloads(
                 format!("restarted {:?} {} for the renewed token", target.kind, target.name),
             ),
             rollout::Outcome::AlreadyDone => continue,
+            rollout::Outcome::NotFound => {
+                let retry = schedule::add(now, SignedDuration::from_mins(5));
+                wait = Some(wait.map_or(retry, |w| w.min(retry)));
+                (events::Kind::Warning, "RolloutRestartFailed", format!("{:?} {} not found", target.kind, target.name))
+            }
             rollout::Outcome::Deferred(t) => {
                 wait = Some(wait.map_or(t, |w| w.min(t)));
                 continue;

@@ -20,8 +20,8 @@ use crate::kubectl::kubectl;
 use crate::operator::{Launch, Operator, tail};
 use crate::{kubeconfig, objects, wait};
 
-/// The CRD as committed, installed by [`install_crd`].
-const CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/groupdocs.cloud_groupdocscredentials.yaml");
+/// The CRDs as committed, installed by [`install_crd`].
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/");
 
 /// The control plane of this test binary (started on first use).
 pub fn control_plane() -> &'static testenv::SharedControlPlane {
@@ -39,12 +39,18 @@ pub fn service_account_kubeconfig(sa_ns: &str, sa: &str, dir: &Path) -> PathBuf 
     kubeconfig::service_account(&control_plane().kubeconfig, sa_ns, sa, "1h", dir)
 }
 
-/// Installs the committed CRD once per test binary and waits until it is Established.
+/// Installs the committed CRDs once per test binary and waits until it is Established.
 pub fn install_crd() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        kubectl(&["apply", "--server-side", "-f", CRD]);
-        kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/groupdocscredentials.groupdocs.cloud"]);
+        kubectl(&["apply", "--server-side", "-f", CRDS]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/groupdocscredentials.groupdocs.cloud",
+            "crd/clustergroupdocscredentials.groupdocs.cloud",
+        ]);
     });
 }
 
@@ -123,6 +129,16 @@ impl Env {
             .args(test_defaults(extra))
             .args(extra)
             .envs(envs.iter().copied())
+            .start()
+    }
+
+    /// An operator watching every namespace (for cluster credentials), as the administrator,
+    /// with the test defaults and `extra` flags; the caller owns it.
+    pub fn launch_cluster_wide(&self, extra: &[&str]) -> Operator {
+        Launch::new(&self.operator_bin, &self.ns, &control_plane().kubeconfig)
+            .all_namespaces()
+            .args(test_defaults(extra))
+            .args(extra)
             .start()
     }
 

@@ -29,6 +29,7 @@ pub struct Launch {
     wrapper: Vec<String>,
     log: Option<PathBuf>,
     stop_grace: Duration,
+    all_namespaces: bool,
 }
 
 impl Launch {
@@ -44,7 +45,16 @@ impl Launch {
             wrapper: Vec::new(),
             log: None,
             stop_grace: STOP_GRACE,
+            all_namespaces: false,
         }
+    }
+
+    /// Watches every namespace instead of the test's own (which then only names the log):
+    /// what cluster credentials need. Give it a `--credential-selector` of its own, or it
+    /// serves other tests' credentials too.
+    pub fn all_namespaces(mut self) -> Launch {
+        self.all_namespaces = true;
+        self
     }
 
     /// More flags.
@@ -100,7 +110,8 @@ impl Launch {
         };
         let child = command
             .arg("run")
-            .args(["--watch-namespace", &self.namespace, "--allow-http-loopback"])
+            .args(if self.all_namespaces { vec![] } else { vec!["--watch-namespace", &self.namespace] })
+            .arg("--allow-http-loopback")
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--probe-addr", &format!("127.0.0.1:{probe_port}")])
             .args(&self.args)

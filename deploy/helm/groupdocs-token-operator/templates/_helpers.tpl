@@ -59,3 +59,31 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: [get, patch]
 {{- end }}
 {{- end -}}
+
+{{/* Cluster RBAC mode only: ClusterGroupDocsCredentials, the namespaces they select, and the
+removal of their copies from namespaces that stop matching. */}}
+{{- define "gdto.clusterRules" -}}
+# ClusterGroupDocsCredentials: watch them, write only their status.
+- apiGroups: [groupdocs.cloud]
+  resources: [clustergroupdocscredentials]
+  verbs: [get, list, watch]
+- apiGroups: [groupdocs.cloud]
+  resources: [clustergroupdocscredentials/status]
+  verbs: [patch]
+# Namespace labels decide which namespaces a cluster credential serves.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+# A namespace that stops matching loses the copy (deleted with a UID precondition).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [delete]
+{{- end -}}
+
+{{/* "true" when ClusterGroupDocsCredentials are served: cluster RBAC, all namespaces, Secret
+watches, and clusterCredentials.enabled; empty otherwise. */}}
+{{- define "gdto.servesClusterCredentials" -}}
+{{- if and .Values.clusterCredentials.enabled (eq .Values.rbac.scope "cluster") (not .Values.watchNamespaces) (ne .Values.secretAccess "get") -}}
+true
+{{- end -}}
+{{- end -}}
