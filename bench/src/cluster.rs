@@ -26,7 +26,7 @@ const SERVICE_ACCOUNT_TOKEN_LIFETIME: &str = "24h";
 /// Watches and lists of 10,000 objects take a while on a loaded machine.
 const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Requests in flight while the benchmark creates its objects.
-const CREATE_CONCURRENCY: usize = 32;
+pub const CREATE_CONCURRENCY: usize = 32;
 const UNRELATED_CREATE_CONCURRENCY: usize = 64;
 /// The size of an unrelated Secret's value.
 const UNRELATED_SECRET_BYTES: usize = 512;

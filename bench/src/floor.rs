@@ -74,7 +74,8 @@ impl Floor<'_> {
                 let (token, issued_for) = (token.clone(), issued_for.clone());
                 async move {
                     let name = cr.metadata.name.clone().unwrap();
-                    secrets.create(&PostParams::default(), &target::render(&cr, &token, &issued_for)).await.unwrap();
+                    let secret = target::render(&target::Target::of(&cr), &token, &issued_for).unwrap();
+                    secrets.create(&PostParams::default(), &secret).await.unwrap();
                     let patch = json!({
                         "apiVersion": "groupdocs.cloud/v1alpha1", "kind": "GroupDocsCredential",
                         "status": self.ready_status(&cr, &token),

@@ -7,17 +7,21 @@
 //! `BENCH_UNRELATED` (30000), `BENCH_NEW` (100), `BENCH_LOG_LEVEL` (warn),
 //! `BENCH_OPERATOR_WRAPPER` (a profiler command to run the operator under),
 //! `BENCH_WAVE_N` (1000 credentials over N/10 clients; 0 skips the renewal wave),
-//! `BENCH_WAVE_LIFETIME_SECS` (120), `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
+//! `BENCH_WAVE_LIFETIME_SECS` (120), `BENCH_SHARDING_N` (10000 credentials split over two
+//! processes, against one; 0 skips it), `BENCH_SCENARIOS` (`populations,wave,sharding`: the
+//! scenarios to run; a run of some only updates them in the existing `latest.json`),
+//! `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
 //! (target/release/groupdocs-token-operator).
 //!
 //! By concern: [`cluster`] (control plane, objects, API request counts), [`operator`] (the
-//! operator under test), [`floor`], [`wave`], [`report`]; here, the inputs and the order of
-//! the scenarios.
+//! operator under test), [`floor`], [`wave`], [`sharding`], [`report`]; here, the inputs and
+//! the order of the scenarios.
 
 mod cluster;
 mod floor;
 mod operator;
 mod report;
+mod sharding;
 mod wave;
 
 use std::path::PathBuf;
@@ -31,6 +35,7 @@ use crate::cluster::{Cluster, ROOT, diff, writes};
 use crate::floor::Floor;
 use crate::operator::{OperatorCommand, run_settings, wait_reconciled};
 use crate::report::{NewCredentials, Report, Row, Unrelated, percentiles};
+use crate::sharding::Sharding;
 use crate::wave::Wave;
 
 /// The token server's answer time, as a remote endpoint's.
@@ -50,6 +55,8 @@ struct Config {
     new_credentials: usize,
     wave_n: usize,
     wave_lifetime: Duration,
+    sharding_n: usize,
+    scenarios: Scenarios,
     results: PathBuf,
     operator: OperatorCommand,
 }
@@ -72,6 +79,8 @@ impl Config {
             new_credentials: env_or("BENCH_NEW", 100),
             wave_n: env_or("BENCH_WAVE_N", 1000),
             wave_lifetime: Duration::from_secs(env_or("BENCH_WAVE_LIFETIME_SECS", 120)),
+            sharding_n: env_or("BENCH_SHARDING_N", 10_000),
+            scenarios: Scenarios::parse(var("BENCH_SCENARIOS").as_deref()),
             results: var("BENCH_RESULTS_DIR")
                 .map_or_else(|| PathBuf::from(format!("{ROOT}/bench/results")), PathBuf::from),
             operator: OperatorCommand {
@@ -84,6 +93,35 @@ impl Config {
                 log_dir: std::env::temp_dir().join("gdto-bench-logs"),
             },
         }
+    }
+}
+
+/// Which scenarios run (`BENCH_SCENARIOS`, comma-separated; default all).
+struct Scenarios {
+    populations: bool,
+    wave: bool,
+    sharding: bool,
+}
+
+impl Scenarios {
+    fn parse(list: Option<&str>) -> Scenarios {
+        let Some(list) = list else { return Scenarios { populations: true, wave: true, sharding: true } };
+        let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        for name in &names {
+            assert!(
+                ["populations", "wave", "sharding"].contains(name),
+                "BENCH_SCENARIOS: unknown scenario {name:?}; known: populations, wave, sharding"
+            );
+        }
+        Scenarios {
+            populations: names.contains(&"populations"),
+            wave: names.contains(&"wave"),
+            sharding: names.contains(&"sharding"),
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.populations && self.wave && self.sharding
     }
 }
 
@@ -102,7 +140,9 @@ async fn main() {
     let dev = DevServer::start(dev_args.clone()).await.unwrap();
     let floor =
         Floor { settings: &settings, dev: &dev, token_lifetime: SignedDuration::from_secs(dev_args.expires_in) };
-    let mut report = Report::new();
+    // A run of some scenarios keeps the others' figures from the last full run.
+    let mut report =
+        if config.scenarios.all() { Report::new() } else { Report::load(&config.results).unwrap_or_else(Report::new) };
     eprintln!(
         "bench: sizes {:?}, idle {}s, {} unrelated Secrets, {} new CRs",
         config.sizes,
@@ -113,7 +153,12 @@ async fn main() {
 
     // The operator of the last population stays up for the scenarios beside it.
     let mut last: Option<(String, usize, Operator)> = None;
-    for &n in &config.sizes {
+    let sizes: &[usize] = if config.scenarios.populations { &config.sizes } else { &[] };
+    if config.scenarios.populations {
+        report.rows.clear();
+        (report.unrelated_secrets, report.new_crs) = (None, None);
+    }
+    for &n in sizes {
         let ns = format!("bench-{n}");
         let _ = test_support::objects::create_namespace(&cluster.admin, &ns).await;
         let clients = clients_for(n);
@@ -127,7 +172,7 @@ async fn main() {
         last = Some((ns, clients, op));
     }
 
-    if config.wave_n > 0 {
+    if config.scenarios.wave && config.wave_n > 0 {
         let (n, lifetime) = (config.wave_n, config.wave_lifetime);
         report.renewal_wave =
             Some(Wave::run(&cluster, &config.operator, dev_args.clone(), n, clients_for(n), lifetime).await);
@@ -159,6 +204,11 @@ async fn main() {
             p99_ms,
         });
         op.stop();
+    }
+
+    if config.scenarios.sharding && config.sharding_n > 0 {
+        let n = config.sharding_n;
+        report.sharding = Some(Sharding::run(&cluster, &config.operator, &dev, n, clients_for(n)).await);
     }
     report.write(&config.results);
 }

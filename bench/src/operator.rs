@@ -27,14 +27,19 @@ impl OperatorCommand {
     /// Starts it for namespace `ns` with the credentials of `kubeconfig`, allowed to use the
     /// token server `dev` (loopback URLs, like any other, need an allowed prefix).
     pub fn start(&self, kubeconfig: &Path, ns: &str, dev: &DevServer) -> Operator {
+        self.launch(kubeconfig, ns, dev, ns).start()
+    }
+
+    /// [`OperatorCommand::start`]'s launch, for a caller to add flags to; the log is
+    /// `operator-<log_name>.log`.
+    pub fn launch(&self, kubeconfig: &Path, ns: &str, dev: &DevServer, log_name: &str) -> Launch {
         Launch::new(&self.bin, ns, kubeconfig)
             .args([format!("--allowed-token-url=http://{}/", dev.addr())])
             .args(["--log-level", &self.log_level])
             .wrapper(&self.wrapper)
-            .log(self.log_dir.join(format!("operator-{ns}.log")))
+            .log(self.log_dir.join(format!("operator-{log_name}.log")))
             // A profiler writes its output after the operator has stopped: wait for it.
             .stop_grace(Duration::MAX)
-            .start()
     }
 }
 

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::sharding::Sharding;
 use crate::wave::Wave;
 
 /// One population of N credentials: cold start, idle, restart and the floor.
-#[derive(Default, Debug, Serialize)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub n: usize,
     pub clients: usize,
@@ -36,7 +37,7 @@ pub struct Row {
 }
 
 /// Unrelated Secrets beside the largest population, and the operator's RSS around them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Unrelated {
     pub count: usize,
     pub rss_before_mib: f64,
@@ -44,17 +45,23 @@ pub struct Unrelated {
 }
 
 /// New credentials, one at a time, beside the largest population: creation to Ready.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct NewCredentials {
     pub count: usize,
     /// One is created every this many seconds.
+    #[serde(default = "one_second")]
     pub interval_s: f64,
     pub p50_ms: u128,
     pub p99_ms: u128,
 }
 
+/// Runs before the interval was recorded created one new credential a second.
+fn one_second() -> f64 {
+    1.0
+}
+
 /// Everything `latest.json` holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub date: String,
     pub machine: String,
@@ -62,6 +69,9 @@ pub struct Report {
     pub unrelated_secrets: Option<Unrelated>,
     pub new_crs: Option<NewCredentials>,
     pub renewal_wave: Option<Wave>,
+    /// Written by runs before sharding was measured: absent there.
+    #[serde(default)]
+    pub sharding: Option<Sharding>,
 }
 
 impl Report {
@@ -73,6 +83,19 @@ impl Report {
             unrelated_secrets: None,
             new_crs: None,
             renewal_wave: None,
+            sharding: None,
+        }
+    }
+
+    /// The report in `dir`'s `latest.json`, for a run of some scenarios only to update.
+    pub fn load(dir: &Path) -> Option<Report> {
+        let text = std::fs::read_to_string(dir.join("latest.json")).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("bench: {}/latest.json is unreadable ({e}); starting a new report", dir.display());
+                None
+            }
         }
     }
 
@@ -124,6 +147,9 @@ impl Report {
         }
         if let Some(wave) = &self.renewal_wave {
             md.push_str(&wave.markdown());
+        }
+        if let Some(sharding) = &self.sharding {
+            md.push_str(&sharding.markdown());
         }
         md
     }

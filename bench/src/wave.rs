@@ -14,7 +14,7 @@ use groupdocs_token_operator::target::{MANAGED_BY, MANAGED_BY_LABEL};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use test_support::objects;
 
 use crate::cluster::{self, Cluster};
@@ -29,7 +29,7 @@ const SAMPLE: Duration = Duration::from_millis(200);
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// What the wave showed.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Wave {
     pub n: usize,
     pub clients: usize,
