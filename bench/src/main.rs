@@ -8,16 +8,18 @@
 //! `BENCH_OPERATOR_WRAPPER` (a profiler command to run the operator under),
 //! `BENCH_WAVE_N` (1000 credentials over N/10 clients; 0 skips the renewal wave),
 //! `BENCH_WAVE_LIFETIME_SECS` (120), `BENCH_SHARDING_N` (10000 credentials split over two
-//! processes, against one; 0 skips it), `BENCH_SCENARIOS` (`populations,wave,sharding`: the
+//! processes, against one; 0 skips it), `BENCH_FANOUT_N` (1000 namespaces one cluster credential
+//! selects; 0 skips it), `BENCH_SCENARIOS` (`populations,wave,sharding,fanout`: the
 //! scenarios to run; a run of some only updates them in the existing `latest.json`),
 //! `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
 //! (target/release/groupdocs-token-operator).
 //!
 //! By concern: [`cluster`] (control plane, objects, API request counts), [`operator`] (the
-//! operator under test), [`floor`], [`wave`], [`sharding`], [`report`]; here, the inputs and
+//! operator under test), [`floor`], [`wave`], [`sharding`], [`fanout`], [`report`]; here, the inputs and
 //! the order of the scenarios.
 
 mod cluster;
+mod fanout;
 mod floor;
 mod operator;
 mod report;
@@ -32,6 +34,7 @@ use jiff::SignedDuration;
 use test_support::{Operator, process};
 
 use crate::cluster::{Cluster, ROOT, diff, writes};
+use crate::fanout::Fanout;
 use crate::floor::Floor;
 use crate::operator::{OperatorCommand, run_settings, wait_reconciled};
 use crate::report::{NewCredentials, Report, Row, Unrelated, percentiles};
@@ -56,6 +59,7 @@ struct Config {
     wave_n: usize,
     wave_lifetime: Duration,
     sharding_n: usize,
+    fanout_n: usize,
     scenarios: Scenarios,
     results: PathBuf,
     operator: OperatorCommand,
@@ -80,6 +84,7 @@ impl Config {
             wave_n: env_or("BENCH_WAVE_N", 1000),
             wave_lifetime: Duration::from_secs(env_or("BENCH_WAVE_LIFETIME_SECS", 120)),
             sharding_n: env_or("BENCH_SHARDING_N", 10_000),
+            fanout_n: env_or("BENCH_FANOUT_N", 1_000),
             scenarios: Scenarios::parse(var("BENCH_SCENARIOS").as_deref()),
             results: var("BENCH_RESULTS_DIR")
                 .map_or_else(|| PathBuf::from(format!("{ROOT}/bench/results")), PathBuf::from),
@@ -101,27 +106,29 @@ struct Scenarios {
     populations: bool,
     wave: bool,
     sharding: bool,
+    fanout: bool,
 }
 
 impl Scenarios {
     fn parse(list: Option<&str>) -> Scenarios {
-        let Some(list) = list else { return Scenarios { populations: true, wave: true, sharding: true } };
+        let Some(list) = list else { return Scenarios { populations: true, wave: true, sharding: true, fanout: true } };
         let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         for name in &names {
             assert!(
-                ["populations", "wave", "sharding"].contains(name),
-                "BENCH_SCENARIOS: unknown scenario {name:?}; known: populations, wave, sharding"
+                ["populations", "wave", "sharding", "fanout"].contains(name),
+                "BENCH_SCENARIOS: unknown scenario {name:?}; known: populations, wave, sharding, fanout"
             );
         }
         Scenarios {
             populations: names.contains(&"populations"),
             wave: names.contains(&"wave"),
             sharding: names.contains(&"sharding"),
+            fanout: names.contains(&"fanout"),
         }
     }
 
     fn all(&self) -> bool {
-        self.populations && self.wave && self.sharding
+        self.populations && self.wave && self.sharding && self.fanout
     }
 }
 
@@ -209,6 +216,9 @@ async fn main() {
     if config.scenarios.sharding && config.sharding_n > 0 {
         let n = config.sharding_n;
         report.sharding = Some(Sharding::run(&cluster, &config.operator, &dev, n, clients_for(n)).await);
+    }
+    if config.scenarios.fanout && config.fanout_n > 0 {
+        report.fanout = Some(Fanout::run(&cluster, &config.operator, &dev, config.fanout_n).await);
     }
     report.write(&config.results);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fanout::Fanout;
 use crate::sharding::Sharding;
 use crate::wave::Wave;
 
@@ -72,6 +73,9 @@ pub struct Report {
     /// Written by runs before sharding was measured: absent there.
     #[serde(default)]
     pub sharding: Option<Sharding>,
+    /// Written by runs before the cluster kind existed: absent there.
+    #[serde(default)]
+    pub fanout: Option<Fanout>,
 }
 
 impl Report {
@@ -84,6 +88,7 @@ impl Report {
             new_crs: None,
             renewal_wave: None,
             sharding: None,
+            fanout: None,
         }
     }
 
@@ -150,6 +155,9 @@ impl Report {
         }
         if let Some(sharding) = &self.sharding {
             md.push_str(&sharding.markdown());
+        }
+        if let Some(fanout) = &self.fanout {
+            md.push_str(&fanout.markdown());
         }
         md
     }
