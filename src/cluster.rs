@@ -24,7 +24,7 @@ use kube::runtime::{Predicate as _, WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::controller::{CLIENT_CREDENTIALS_LABEL, Shared};
+use crate::controller::{CLIENT_CREDENTIALS_LABEL, Shared, credentials_watch_config};
 use crate::crd::ClusterGroupDocsCredential;
 use crate::error::Error;
 use crate::guard::{Guarded, guarded};
@@ -61,6 +61,15 @@ impl Synced4 {
     }
 }
 
+/// A hash of what selection reads of a namespace, so other changes to it reconcile nothing.
+fn selection_facts(ns: &PartialObjectMeta<Namespace>) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    ns.metadata.labels.hash(&mut hasher);
+    ns.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// The cluster credentials, for metrics.
 pub type ClusterCredentials = Store<ClusterGroupDocsCredential>;
 
@@ -71,7 +80,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
     on_store: impl FnOnce(ClusterCredentials),
 ) {
-    let (controller, ctx) = controller(shared);
+    let (controller, ctx) = controller(shared.clone());
+    shared.register_cluster_credentials(ctx.credentials.clone(), ctx.synced.clone());
     on_store(ctx.credentials.clone());
     controller
         .graceful_shutdown_on(shutdown)
@@ -90,13 +100,13 @@ async fn reconcile(cr: Arc<ClusterGroupDocsCredential>, ctx: Arc<ClusterContext>
     if !ctx.synced.all() {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    if !ctx.shared.ready_to_request() {
+        // Failures recorded in every status go back into the budget before the first request.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     match guarded(reconcile::reconcile(cr.clone(), ctx.clone()), &ctx.shared.halt).await {
         Guarded::Done(result) => result,
-        Guarded::Panicked(message) => {
-            tracing::error!(cluster_credential = %cr.name_any(), panic = %message, "reconcile panicked");
-            ctx.shared.metrics.panicked();
-            Ok(Action::requeue(Duration::from_secs(300)))
-        }
+        Guarded::Panicked(message) => reconcile::report_panic(&cr, &ctx, message).await,
         Guarded::Halted => Ok(Action::await_change()),
     }
 }
@@ -112,12 +122,8 @@ fn controller(shared: Arc<Shared>) -> (Controller<ClusterGroupDocsCredential>, C
     let synced = Arc::new(Synced4::default());
     let settings = &shared.settings;
 
-    let mut cr_config = watcher::Config::default();
-    if let Some(selector) = &settings.credential_selector {
-        cr_config = cr_config.labels(selector);
-    }
     let (cr_reader, cr_writer) = reflector::store();
-    let crs = watcher(Api::<ClusterGroupDocsCredential>::all(client.clone()), cr_config)
+    let crs = watcher(Api::<ClusterGroupDocsCredential>::all(client.clone()), credentials_watch_config(settings))
         .default_backoff()
         .inspect(synced.mark(0))
         .modify(|cr| cr.managed_fields_mut().clear())
@@ -134,7 +140,9 @@ fn controller(shared: Arc<Shared>) -> (Controller<ClusterGroupDocsCredential>, C
             ns.metadata.annotations = None;
         })
         .reflect(ns_writer)
-        .touched_objects();
+        .touched_objects()
+        // Only what selection reads: labels, and whether the namespace is being deleted.
+        .predicate_filter(selection_facts, Default::default());
 
     let (copies_reader, copies_writer) = reflector::store();
     let copies =

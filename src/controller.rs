@@ -18,14 +18,14 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::crd::GroupDocsCredential;
+use crate::crd::{ClusterGroupDocsCredential, GroupDocsCredential};
 use crate::error::Error;
 use crate::events::Publisher;
 use crate::guard::{Guarded, guarded};
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::schedule;
-use crate::target::{CachedSecret, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::target::{CLUSTER_CREDENTIAL_LABEL, CachedSecret, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::token::broker::Broker;
 use crate::token::client::HttpTokenClient;
 use crate::writes::RecentWrites;
@@ -89,6 +89,8 @@ pub struct Shared {
     scopes: OnceLock<Vec<Caches>>,
     /// Set once the failures recorded in status are back in the budget.
     restored: OnceLock<()>,
+    /// The cluster credentials' cache and whether it synced, once their controller runs.
+    cluster: OnceLock<(Store<ClusterGroupDocsCredential>, Arc<crate::cluster::Synced4>)>,
     started: Instant,
 }
 
@@ -114,7 +116,34 @@ impl Shared {
 
     /// True once every watch scope's caches hold the whole cluster view.
     fn all_synced(&self) -> bool {
-        self.scopes.get().is_some_and(|scopes| scopes.iter().all(|c| c.synced.all()))
+        let cluster = self.cluster.get().is_none_or(|(_, synced)| synced.all());
+        cluster && self.scopes.get().is_some_and(|scopes| scopes.iter().all(|c| c.synced.all()))
+    }
+
+    /// Registers the cluster credential controller's cache: its statuses count for
+    /// [`restore_budget`] too.
+    pub fn register_cluster_credentials(
+        &self,
+        store: Store<ClusterGroupDocsCredential>,
+        synced: Arc<crate::cluster::Synced4>,
+    ) {
+        if self.cluster.set((store, synced)).is_err() {
+            warn!("the cluster credential controller registered twice; the first cache is used");
+        }
+    }
+
+    /// Waits (by requeueing, up to 30 s after start) until every cache has synced, then puts
+    /// the failures statuses record back into the budget once; false: look again shortly.
+    pub fn ready_to_request(&self) -> bool {
+        if !self.all_synced() && self.started.elapsed() < WAIT_FOR_OTHER_SCOPES {
+            return false;
+        }
+        self.restore_budget_once();
+        true
+    }
+
+    fn restore_budget_once(&self) {
+        self.restored.get_or_init(|| restore_budget(self));
     }
 
     pub fn new(client: Client, broker: Broker<HttpTokenClient>, metrics: Arc<Metrics>, settings: Settings) -> Self {
@@ -131,6 +160,7 @@ impl Shared {
             running: std::sync::atomic::AtomicUsize::new(0),
             scopes: OnceLock::new(),
             restored: OnceLock::new(),
+            cluster: OnceLock::new(),
             started: Instant::now(),
         }
     }
@@ -154,12 +184,11 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
         // This scope's caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    if !ctx.shared.all_synced() && ctx.shared.started.elapsed() < WAIT_FOR_OTHER_SCOPES {
+    if !ctx.shared.ready_to_request() {
         // The budget is restored from every scope's statuses before the first request; a scope
         // that cannot sync (its RBAC removed by a tenant) delays the others only this long.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    ctx.shared.restored.get_or_init(|| restore_budget(&ctx.shared));
     let result = match guarded(crate::reconcile::reconcile(cr.clone(), ctx.clone()), &ctx.shared.halt).await {
         Guarded::Done(result) => result,
         Guarded::Panicked(message) => crate::reconcile::report_panic(&cr, &ctx, message).await,
@@ -220,11 +249,22 @@ fn restore_budget(shared: &Shared) {
     let now = Timestamp::now();
     let mut restored = 0;
     let synced = shared.scopes.get().into_iter().flatten().filter(|c| c.synced.all());
-    for cr in synced.flat_map(|c| c.credentials.state()) {
-        let Some(status) = cr.status.as_ref() else { continue };
+    let namespaced = synced
+        .flat_map(|c| c.credentials.state())
+        .map(|cr| (cr.spec.token_url.clone(), cr.namespace().unwrap_or_default(), cr.status.clone()));
+    // A cluster credential's requests count for the tenant of its client Secret's namespace.
+    let cluster_tenant = &shared.settings.cluster_resource_namespace;
+    let cluster = shared.cluster.get().filter(|(_, synced)| synced.all()).into_iter().flat_map(|(store, _)| {
+        store
+            .state()
+            .into_iter()
+            .map(|cr| (cr.spec.token_url.clone(), cluster_tenant.clone(), cr.status.clone().map(|s| s.token)))
+    });
+    for (url, tenant, status) in namespaced.chain(cluster) {
+        let Some(status) = status else { continue };
         if let Some(at) = status.last_failure_time.as_ref().filter(|_| status.failed_attempts > 0) {
             let count = u32::try_from(status.failed_attempts).unwrap_or(u32::MAX);
-            shared.broker.restore_failures(&cr.spec.token_url, &cr.namespace().unwrap_or_default(), at.0, count, now);
+            shared.broker.restore_failures(&url, &tenant, at.0, count, now);
             restored += 1;
         }
     }
@@ -370,7 +410,8 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     // Token Secrets are cached as `CachedSecret`s, decoded straight from the watch.
     let owned = watcher(
         api::<CachedSecret>(client, scope),
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        // Copies of cluster credentials are the cluster controller's to watch.
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},!{CLUSTER_CREDENTIAL_LABEL}")),
     )
     .default_backoff()
     .inspect(move |e| mark_synced(&flags.owned_secrets, e))

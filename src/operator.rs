@@ -244,7 +244,7 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches], cluster: Option<&crate::
     let cluster = cluster
         .into_iter()
         .flat_map(|store| store.state())
-        .map(|cr| (String::new(), cr.metadata.name.clone(), cr.status.clone().map(|s| s.token)));
+        .map(|cr| (String::new(), cr.metadata.name.clone(), cr.status.clone().map(served_token)));
     for (namespace, name, status) in namespaced.chain(cluster) {
         let label = CredentialLabel { namespace, name: name.unwrap_or_default() };
         let status = status.unwrap_or_default();
@@ -262,6 +262,16 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches], cluster: Option<&crate::
         metrics.credential_ready.get_or_create(&label).set(i64::from(ready == "True"));
         metrics.credentials.get_or_create(&ReadyLabel { status: ready }).inc();
     }
+}
+
+/// A cluster credential's token status for the gauges: without an expiry while it selects no
+/// namespace (no copy holds a token then, so none can expire).
+fn served_token(status: crate::crd::ClusterGroupDocsCredentialStatus) -> crate::crd::GroupDocsCredentialStatus {
+    let mut token = status.token;
+    if status.namespaces.is_some_and(|n| n.selected == 0) {
+        token.expires_at = None;
+    }
+    token
 }
 
 fn token_client(args: &HttpArgs, policy: Option<TokenUrlPolicy>) -> Result<HttpTokenClient, String> {

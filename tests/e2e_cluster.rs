@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use groupdocs_dev_token_server::DevServerArgs;
 use groupdocs_token_operator::crd::ClusterGroupDocsCredential;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::wait::until;
 use support::{Env, OPERATOR, Operator, tail, wait_reconciles};
@@ -30,25 +31,32 @@ struct World {
     /// Namespace label key that this test's credential selects.
     key: String,
     shard: String,
+    extra: Vec<String>,
     operator: Option<Operator>,
 }
 
 impl World {
     async fn new(name: &str) -> World {
+        World::with_flags(name, &[]).await
+    }
+
+    async fn with_flags(name: &str, extra: &[&str]) -> World {
         let env = Env::new(OPERATOR, name, DevServerArgs::default()).await;
         env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
         let key = format!("e2e.groupdocs.cloud/{}", env.ns);
         let shard = env.ns.clone();
-        let mut world = World { env, key, shard, operator: None };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut world = World { env, key, shard, extra, operator: None };
         world.start_operator();
         world
     }
 
     fn start_operator(&mut self) {
-        let args = [
+        let mut args = vec![
             format!("--cluster-resource-namespace={}", self.env.ns),
             format!("--credential-selector=e2e-shard={}", self.shard),
         ];
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.operator = Some(self.env.launch_cluster_wide(&args));
     }
@@ -80,16 +88,25 @@ impl World {
     }
 
     async fn create_credential(&self, name: &str) {
+        let selection = json!({"namespaceSelector": {"matchLabels": {self.key.clone(): "yes"}}});
+        self.create_credential_with(name, selection).await;
+    }
+
+    /// A cluster credential of this test's shard with `extra` fields in its spec.
+    async fn create_credential_with(&self, name: &str, extra: serde_json::Value) {
+        let mut spec = json!({
+            "clientSecretRef": {"name": "gd-client"},
+            "tokenUrl": self.env.dev.token_url(),
+            "target": {"name": "groupdocs-token"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
         let cr: ClusterGroupDocsCredential = serde_json::from_value(json!({
             "apiVersion": "groupdocs.cloud/v1alpha1",
             "kind": "ClusterGroupDocsCredential",
             "metadata": {"name": name, "labels": {"e2e-shard": self.shard}},
-            "spec": {
-                "clientSecretRef": {"name": "gd-client"},
-                "tokenUrl": self.env.dev.token_url(),
-                "namespaceSelector": {"matchLabels": {self.key.clone(): "yes"}},
-                "target": {"name": "groupdocs-token"},
-            },
+            "spec": spec,
         }))
         .unwrap();
         self.credentials().create(&PostParams::default(), &cr).await.unwrap();
@@ -226,15 +243,124 @@ async fn e2e_a_foreign_secret_in_one_namespace_is_reported_and_left_alone() {
     let stalled = status.token.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(stalled.status, "True");
 
-    // Removing the foreign Secret lets the copy in.
+    // Removing the foreign Secret lets the copy in: within five minutes, or at once on any
+    // change to the credential (here an annotation).
     secrets.delete("groupdocs-token", &DeleteParams::default()).await.unwrap();
+    let poke = json!({"metadata": {"annotations": {"e2e/retry": "now"}}});
+    world.credentials().patch("conflicted", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
     world.wait_status("conflicted", 2, 2, "True", "TokenIssued").await;
     assert_eq!(world.env.dev.stats().token_requests, 1);
+
+    // The operator keeps its own copy in its namespace and reads the token back only from it:
+    // a tenant who rewrites its copy changes nothing for the others, and its copy is repaired.
+    let source = Api::<Secret>::namespaced(world.client(), &world.env.ns).get("cgdc.conflicted").await.unwrap();
+    assert_eq!(source.labels().get("groupdocs.cloud/cluster-credential").map(String::as_str), Some("conflicted"));
+    let real = world.token_in(&good).await.unwrap();
+    let forged =
+        json!({"stringData": {"access_token": "forged", "token_type": "Bearer\nGROUPDOCS_ACCESS_TOKEN=forged"}});
+    secrets.patch("groupdocs-token", &PatchParams::default(), &Patch::Merge(&forged)).await.unwrap();
+    let repaired = until(DEADLINE, || async {
+        let s = secrets.get("groupdocs-token").await.ok()?;
+        let data = s.data?;
+        let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
+        (text("access_token")? == real && text("token_type")? == "Bearer").then_some(())
+    })
+    .await;
+    assert!(repaired.is_some(), "the tenant's edited copy was not repaired\n{}", world.logs());
+    let good_secret = Api::<Secret>::namespaced(world.client(), &good).get("groupdocs-token").await.unwrap();
+    let good_type = String::from_utf8(good_secret.data.unwrap()["token_type"].0.clone()).unwrap();
+    assert_eq!(good_type, "Bearer", "another tenant's edit reached this namespace");
+    assert_eq!(world.token_in(&good).await.as_deref(), Some(real.as_str()));
+    assert_eq!(world.env.dev.stats().token_requests, 1, "a repair requests nothing");
 
     for ns in [&good, &taken] {
         let _ = Api::<Namespace>::all(world.client()).delete(ns, &DeleteParams::background()).await;
     }
     let _ = world.credentials().delete("conflicted", &DeleteParams::default()).await;
+    let World { env, operator, .. } = world;
+    drop(operator);
+    env.cleanup().await;
+}
+
+/// A Deployment `app` (no pods run without a node: its pod template is what a restart changes).
+async fn deployment(client: &Client, ns: &str) -> Api<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox"}]}},
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    api
+}
+
+fn restarted_for(d: &Deployment) -> Option<String> {
+    let annotations = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?;
+    annotations.get("groupdocs.cloud/token-fingerprint").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_listed_namespaces_force_refresh_rollout_restarts_and_metrics() {
+    let world = World::with_flags("cgdc-list", &["--rollout-restarts", "--rollout-restart-min-interval=1s"]).await;
+    let a = world.namespace("a", false).await;
+    let b = world.namespace("b", false).await;
+    let missing = format!("{}-later", world.env.ns);
+    let apps = [deployment(&world.client(), &a).await, deployment(&world.client(), &b).await];
+    world
+        .create_credential_with(
+            "listed",
+            json!({"namespaces": [a, b, missing], "rolloutRestartTargets": [{"kind": "Deployment", "name": "app"}]}),
+        )
+        .await;
+
+    // A listed namespace that does not exist is reported; the others are served.
+    let cr = world.wait_status("listed", 3, 2, "False", "NamespaceNotFound").await;
+    let failed = &cr.status.unwrap().failed_namespaces;
+    assert_eq!((failed[0].namespace.as_str(), failed[0].reason.as_str()), (missing.as_str(), "NamespaceNotFound"));
+    world.namespace("later", false).await;
+    let cr = world.wait_status("listed", 3, 3, "True", "TokenIssued").await;
+    let first = cr.status.unwrap().token.token_fingerprint.unwrap();
+    for app in &apps {
+        assert_eq!(restarted_for(&app.get("app").await.unwrap()), None, "the first token restarts nothing");
+    }
+
+    // Metrics: the cluster credential's gauges, with an empty namespace label.
+    let metrics = world.operator.as_ref().unwrap().metrics().await;
+    assert!(
+        metrics.contains(r#"groupdocs_token_operator_token_expiry_timestamp_seconds{namespace="",name="listed"}"#),
+        "{metrics}"
+    );
+
+    // A forced refresh renews once, for every namespace, and restarts the workloads in each.
+    let patch = json!({"metadata": {"annotations": {"groupdocs.cloud/refresh-requested-at": "1"}}});
+    world.credentials().patch("listed", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let renewed = until(DEADLINE, || async {
+        let cr = world.credentials().get("listed").await.ok()?;
+        let status = cr.status?;
+        let fp = status.token.token_fingerprint?;
+        (fp != first && status.namespaces?.ready == 3).then_some(fp)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no renewal\n{}", world.logs()));
+    assert_eq!(world.env.dev.stats().token_requests, 2, "one request for the refresh, whatever the namespaces");
+    let token = world.token_in(&a).await.unwrap();
+    for ns in [&b, &missing] {
+        assert_eq!(world.token_in(ns).await.as_deref(), Some(token.as_str()), "{ns} has the renewed token");
+    }
+    for app in &apps {
+        let restarted =
+            until(DEADLINE, || async { (restarted_for(&app.get("app").await.ok()?)? == renewed).then_some(()) }).await;
+        assert!(restarted.is_some(), "a Deployment was not restarted for the renewed token\n{}", world.logs());
+    }
+
+    let _ = world.credentials().delete("listed", &DeleteParams::default()).await;
+    for ns in [&a, &b, &missing] {
+        let _ = Api::<Namespace>::all(world.client()).delete(ns, &DeleteParams::background()).await;
+    }
     let World { env, operator, .. } = world;
     drop(operator);
     env.cleanup().await;

@@ -19,6 +19,7 @@ use super::select::{NamespaceFacts, Selected, select};
 use super::summary::{Copy, Fanout, cluster_status};
 use crate::conditions::Outcome;
 use crate::controller::FIELD_MANAGER;
+use crate::crd::TargetSecret;
 use crate::crd::cluster::ClusterGroupDocsCredentialStatus;
 use crate::crd::{ClusterGroupDocsCredential, GroupDocsCredentialStatus};
 use crate::error::Error;
@@ -28,15 +29,17 @@ use crate::reconcile::secret::{SecretWrite, write_secret};
 use crate::reconcile::{Decided, decide_token};
 use crate::schedule;
 use crate::status::{Inputs, Synced, next_status, next_wake, requeue_after, usable_token};
-use crate::target::{self, CachedSecret, Ownership, Target};
+use crate::target::{self, CachedSecret, Target};
 use crate::token::{Token, TokenFacts};
 
 /// Copies written at once: enough to fan out to a thousand namespaces in seconds without
 /// flooding the API server.
 const WRITE_CONCURRENCY: usize = 16;
 
-/// How soon a namespace whose copy failed for a transient reason is tried again.
+/// How soon a namespace whose copy failed is tried again: for a transient reason, and for
+/// one a person must fix.
 const TRANSIENT_RETRY: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+const STALLED_RETRY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 pub(super) async fn reconcile(cr: Arc<ClusterGroupDocsCredential>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -67,12 +70,18 @@ pub(super) async fn reconcile(cr: Arc<ClusterGroupDocsCredential>, ctx: Arc<Clus
     };
     shared.metrics.reconciled(result, started.elapsed());
     debug!(cluster_credential = %cr.name_any(), result, selected = fanout.selected, "reconciled");
+    // A namespace whose copy failed is looked at again: soon for a transient failure, in five
+    // minutes for one a person must fix (a foreign Secret's removal sends no event we watch).
     let retry_copies = fanout
         .copies
         .iter()
         .flatten()
-        .any(|(_, c)| matches!(c, Copy::Failed { stalled: false, .. }))
-        .then(|| schedule::add(now, TRANSIENT_RETRY));
+        .filter_map(|(_, c)| match c {
+            Copy::Failed { stalled: false, .. } => Some(schedule::add(now, TRANSIENT_RETRY)),
+            Copy::Failed { stalled: true, .. } => Some(schedule::add(now, STALLED_RETRY)),
+            Copy::Current => None,
+        })
+        .min();
     let wake =
         [next_wake(&synced, &status.token, now), retry_copies, synced.refresh_throttled_until, restarts_pending_until]
             .into_iter()
@@ -161,6 +170,11 @@ async fn restart_workloads(
 }
 
 /// The token, then the copies. The token side is the namespaced kind's own code.
+///
+/// The token is read back only from the operator's own copy in the client Secret's namespace
+/// (the source, which only the operator and that namespace's admins can write), never from a
+/// copy in a selected namespace: those are their tenants' to write, and one tenant must not be
+/// able to change what the others receive.
 async fn sync(
     cr: &ClusterGroupDocsCredential,
     ctx: &ClusterContext,
@@ -168,15 +182,17 @@ async fn sync(
     now: Timestamp,
 ) -> (Synced, Fanout) {
     let shared = &ctx.shared;
+    let client_namespace = &shared.settings.cluster_resource_namespace;
     let no_copies = |selected: usize| Fanout { copies: None, missing: Vec::new(), selected };
-    let valid = match cr.validate(&shared.settings.cluster_resource_namespace) {
+    let valid = match cr.validate(client_namespace) {
         Ok(valid) => valid,
         Err(e) => return (Synced::failed(e, None), no_copies(0)),
     };
+    let names = Names { target: valid.common.target_name.clone(), source: cr.source_secret_name(), client_namespace };
     let selected = selected_namespaces(ctx, &valid.selection);
-    let copies = copies_of(ctx, cr);
-    remove_stale_copies(ctx, cr, &copies, &selected, &valid.common.target_name).await;
-    let view = cr.token_view(&shared.settings.cluster_resource_namespace);
+    let owned = Owned::of(ctx, cr, &names);
+    remove_stale_copies(ctx, cr, &owned, &selected, &names).await;
+    let view = cr.token_view(client_namespace);
     let inputs = match resolve_inputs(&view, shared, &ctx.client_secrets).await {
         Ok(inputs) => inputs,
         Err(e) => return (Synced::failed(e, None), no_copies(selected.count())),
@@ -187,38 +203,90 @@ async fn sync(
         let count = selected.count();
         return (synced, Fanout { copies: Some(Vec::new()), missing: selected.missing, selected: count });
     }
-    let in_place = token_in_place(&copies, &selected, &inputs, previous, &valid.common.target_name);
-    let (decided, ended) =
-        match decide_token(&view, shared, previous, &inputs, in_place.clone().map(|(f, _)| f), now).await {
-            Ok(decided) => (Some(decided), None),
-            // Refused or held: the token in place (if still valid) still goes to new namespaces.
-            Err(ended) => {
-                let keep = in_place.as_ref().filter(|(f, _)| f.expires_at > now).map(|(facts, _)| Decided {
-                    fresh: None,
-                    facts: facts.clone(),
-                    in_place: Some(facts.clone()),
-                    refresh_request: None,
-                    refresh_throttled_until: None,
-                });
-                (keep, Some(ended))
-            }
-        };
+    let in_place = owned.source.as_deref().and_then(|s| usable_token(s, &inputs, previous));
+    let (decided, ended) = match decide_token(&view, shared, previous, &inputs, in_place.clone(), now).await {
+        Ok(decided) => (Some(decided), None),
+        // Refused or held: the token in place (if still valid) still goes to new namespaces.
+        Err(ended) => {
+            let keep = in_place.filter(|f| f.expires_at > now).map(|facts| Decided {
+                fresh: None,
+                facts: facts.clone(),
+                in_place: Some(facts),
+                refresh_request: None,
+                refresh_throttled_until: None,
+            });
+            (keep, Some(ended))
+        }
+    };
     let Some(decided) = decided else {
         let synced = ended.unwrap_or_else(|| Synced::failed(Error::Internal("no token and no result".into()), None));
         let count = selected.count();
         return (synced, Fanout { copies: None, missing: selected.missing, selected: count });
     };
-    let source = in_place.and_then(|(_, ns)| ns);
-    let written =
-        write_copies(cr, ctx, &copies, &selected, &inputs, &decided, source.as_deref(), &valid.common.target_name)
-            .await;
-    let fanout = Fanout { copies: Some(written), missing: selected.missing.clone(), selected: selected.count() };
+    let written = write_copies(cr, ctx, &owned, &selected, &inputs, &decided, &names).await;
     let renew_before = inputs.renew_before;
+    if let Err(error) = &written.source {
+        if !written.copies.iter().any(|(_, c)| *c == Copy::Current) {
+            // The new token is nowhere: status must not claim it.
+            let synced = Synced { renew_before, ..Synced::failed(error.clone(), decided.in_place.clone()) };
+            let count = selected.count();
+            return (synced, Fanout { copies: Some(written.copies), missing: selected.missing, selected: count });
+        }
+        warn!(cluster_credential = %cr.name_any(), %error, "could not write the source copy of the token; retrying");
+    }
+    let fanout = Fanout { copies: Some(written.copies), missing: selected.missing.clone(), selected: selected.count() };
     let synced = match ended {
         Some(ended) => ended,
         None => decided.written(previous, renew_before),
     };
     (synced, fanout)
+}
+
+/// The Secret names a reconcile works with.
+struct Names<'a> {
+    /// The copies' name in every selected namespace.
+    target: String,
+    /// The source's name, in `client_namespace`.
+    source: String,
+    client_namespace: &'a str,
+}
+
+impl Names<'_> {
+    fn is_source(&self, secret: &CachedSecret) -> bool {
+        secret.metadata.namespace.as_deref() == Some(self.client_namespace)
+            && secret.metadata.name.as_deref() == Some(self.source.as_str())
+    }
+}
+
+/// The cached Secrets this credential owns.
+struct Owned {
+    source: Option<Arc<CachedSecret>>,
+    /// Copies of the target's name, by namespace.
+    copies: BTreeMap<String, Arc<CachedSecret>>,
+    /// Everything else it owns: copies of an old target name, in namespaces no longer selected.
+    others: Vec<Arc<CachedSecret>>,
+}
+
+impl Owned {
+    fn of(ctx: &ClusterContext, cr: &ClusterGroupDocsCredential, names: &Names) -> Owned {
+        let uid = cr.uid().unwrap_or_default();
+        let mut owned = Owned { source: None, copies: BTreeMap::new(), others: Vec::new() };
+        let ours = |s: &Arc<CachedSecret>| {
+            s.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == uid)
+        };
+        for secret in ctx.copies.state().into_iter().filter(ours) {
+            if names.is_source(&secret) {
+                owned.source = Some(secret);
+            } else if secret.metadata.name.as_deref() == Some(names.target.as_str())
+                && let Some(ns) = secret.metadata.namespace.clone()
+            {
+                owned.copies.insert(ns, secret);
+            } else {
+                owned.others.push(secret);
+            }
+        }
+        owned
+    }
 }
 
 fn selected_namespaces(ctx: &ClusterContext, selection: &crate::crd::cluster::Selection) -> Selected {
@@ -234,119 +302,112 @@ fn selected_namespaces(ctx: &ClusterContext, selection: &crate::crd::cluster::Se
     )
 }
 
-/// Every cached copy this credential owns, by namespace.
-fn copies_of(ctx: &ClusterContext, cr: &ClusterGroupDocsCredential) -> BTreeMap<String, Arc<CachedSecret>> {
-    let uid = cr.uid().unwrap_or_default();
-    ctx.copies
-        .state()
-        .into_iter()
-        .filter(|s| s.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == uid))
-        .filter_map(|s| Some((s.metadata.namespace.clone()?, s)))
-        .collect()
+/// What [`write_copies`] did: each selected namespace's outcome, and the source's.
+struct Written {
+    copies: Vec<(String, Copy)>,
+    source: Result<(), Error>,
 }
 
-/// The token the copies hold, if one is right for the current inputs: preferably the one
-/// status records; with the namespace it was read from.
-fn token_in_place(
-    copies: &BTreeMap<String, Arc<CachedSecret>>,
-    selected: &Selected,
-    inputs: &Inputs,
-    previous: &GroupDocsCredentialStatus,
-    target_name: &str,
-) -> Option<(TokenFacts, Option<String>)> {
-    let usable = copies
-        .iter()
-        .filter(|(ns, s)| selected.contains(ns) && s.metadata.name.as_deref() == Some(target_name))
-        .filter_map(|(ns, s)| usable_token(s, inputs, previous).map(|facts| (facts, Some(ns.clone()))));
-    usable.max_by_key(|(facts, _)| {
-        (previous.token_fingerprint.as_deref() == Some(facts.fingerprint.as_str()), facts.expires_at)
-    })
-}
-
-/// Brings every selected namespace's copy in line, a few at a time; returns each outcome.
-#[allow(clippy::too_many_arguments)]
+/// Brings the source and every selected namespace's copy in line, a few at a time.
 async fn write_copies(
     cr: &ClusterGroupDocsCredential,
     ctx: &ClusterContext,
-    copies: &BTreeMap<String, Arc<CachedSecret>>,
+    owned: &Owned,
     selected: &Selected,
     inputs: &Inputs,
     decided: &Decided,
-    source: Option<&str>,
-    target_name: &str,
-) -> Vec<(String, Copy)> {
+    names: &Names<'_>,
+) -> Written {
     let name = cr.name_any();
     let owner = cr.controller_owner_ref(&());
+    // The source holds the token in the default format and nothing of `spec.target`.
+    let source_spec = TargetSecret::default();
     let target_for = |ns: &str| Target {
         credential: &name,
         namespace: ns.to_string(),
-        name: target_name.to_string(),
+        name: names.target.clone(),
         spec: &cr.spec.target,
         owner: owner.clone(),
         cluster_credential: Some(&name),
     };
+    let source_target = Target {
+        namespace: names.client_namespace.to_string(),
+        name: names.source.clone(),
+        spec: &source_spec,
+        ..target_for(names.client_namespace)
+    };
+    let source_desired = target::desired(&source_target, &decided.facts, &inputs.issued_for);
+    let source_current = owned.source.as_deref().is_some_and(|s| !target::needs_update(s, &source_desired));
     let mut outcomes = Vec::with_capacity(selected.namespaces.len());
     let mut pending = Vec::new();
     for ns in &selected.namespaces {
-        let target = target_for(ns);
-        let existing = copies.get(ns).filter(|s| s.metadata.name.as_deref() == Some(target_name));
-        let desired = target::desired(&target, &decided.facts, &inputs.issued_for);
-        match existing {
-            Some(s) if target::ownership(Some(&s.metadata), &target) == Ownership::Foreign => {
-                outcomes.push((ns.clone(), Copy::failed(&Error::TargetConflict { name: target_name.to_string() })));
-            }
+        let desired = target::desired(&target_for(ns), &decided.facts, &inputs.issued_for);
+        match owned.copies.get(ns) {
             Some(s) if !target::needs_update(s, &desired) => outcomes.push((ns.clone(), Copy::Current)),
-            _ => pending.push((ns.clone(), desired)),
+            _ => pending.push((Some(ns.clone()), desired)),
         }
     }
+    if !source_current {
+        pending.push((None, source_desired));
+    }
+    let mut written = Written { copies: outcomes, source: Ok(()) };
     if pending.is_empty() {
-        return outcomes;
+        return written;
     }
     let token = match &decided.fresh {
         Some(token) => Ok(token.clone()),
-        None => read_token_value(ctx, source, target_name, &decided.facts).await,
+        None => read_token_value(ctx, names, &decided.facts).await,
     };
     let token = match token {
         Ok(token) => token,
         Err(e) => {
-            outcomes.extend(pending.into_iter().map(|(ns, _)| (ns, Copy::failed(&e))));
-            outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-            return outcomes;
+            for (ns, _) in pending {
+                match ns {
+                    Some(ns) => written.copies.push((ns, Copy::failed(&e))),
+                    None => written.source = Err(e.clone()),
+                }
+            }
+            written.copies.sort_by(|a, b| a.0.cmp(&b.0));
+            return written;
         }
     };
     let shared = &ctx.shared;
-    let writes = futures::stream::iter(pending)
+    let results = futures::stream::iter(pending)
         .map(|(ns, desired)| {
-            let target = target_for(&ns);
+            let target = match &ns {
+                Some(ns) => target_for(ns),
+                None => source_target.clone(),
+            };
+            let existing = match &ns {
+                Some(ns) => owned.copies.get(ns),
+                None => owned.source.as_ref(),
+            };
             let token = &token;
             async move {
-                let existing = copies.get(&ns).filter(|s| s.metadata.name.as_deref() == Some(target_name));
                 let write =
                     SecretWrite { existing: existing.map(AsRef::as_ref), desired: &desired, fresh: Some(token) };
-                let result = write_secret(&shared.client, &shared.writes, &target, write, &inputs.issued_for).await;
-                (ns, result.map_or_else(|e| Copy::failed(&e), |()| Copy::Current))
+                (ns, write_secret(&shared.client, &shared.writes, &target, write, &inputs.issued_for).await)
             }
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    outcomes.extend(writes);
-    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
-    outcomes
+    for (ns, result) in results {
+        match ns {
+            Some(ns) => written.copies.push((ns, result.map_or_else(|e| Copy::failed(&e), |()| Copy::Current))),
+            None => written.source = result,
+        }
+    }
+    written.copies.sort_by(|a, b| a.0.cmp(&b.0));
+    written
 }
 
-/// The cache keeps facts about the token, not the token: to copy it into another namespace,
-/// read it from the copy it came from.
-async fn read_token_value(
-    ctx: &ClusterContext,
-    source: Option<&str>,
-    target_name: &str,
-    facts: &TokenFacts,
-) -> Result<Token, Error> {
-    let changed = || Error::TargetChanged { name: target_name.to_string() };
-    let ns = source.ok_or_else(changed)?;
-    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
-    let secret = api.get(target_name).await?;
+/// The cache keeps facts about the token, not the token: to copy it into a namespace, read it
+/// from the source (and only if it is the token status records, whose times are trusted).
+async fn read_token_value(ctx: &ClusterContext, names: &Names<'_>, facts: &TokenFacts) -> Result<Token, Error> {
+    let changed = || Error::TargetChanged { name: names.source.clone() };
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), names.client_namespace);
+    let secret = api.get_opt(&names.source).await?.ok_or_else(changed)?;
     match target::read_token(&secret) {
         Some((token, _)) if token.access_token.fingerprint() == facts.fingerprint => {
             Ok(Token { issued_at: facts.issued_at, expires_at: facts.expires_at, ..token })
@@ -360,24 +421,25 @@ async fn read_token_value(
 async fn remove_stale_copies(
     ctx: &ClusterContext,
     cr: &ClusterGroupDocsCredential,
-    copies: &BTreeMap<String, Arc<CachedSecret>>,
+    owned: &Owned,
     selected: &Selected,
-    target_name: &str,
+    names: &Names<'_>,
 ) {
-    for (ns, copy) in copies {
-        let current = selected.contains(ns) && copy.metadata.name.as_deref() == Some(target_name);
-        if current {
+    let stale = owned.copies.iter().filter(|(ns, _)| !selected.contains(ns)).map(|(_, s)| s).chain(&owned.others);
+    for copy in stale {
+        let (ns, name) =
+            (copy.metadata.namespace.clone().unwrap_or_default(), copy.metadata.name.clone().unwrap_or_default());
+        if names.is_source(copy) {
             continue;
         }
-        let name = copy.metadata.name.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+        let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &ns);
         let params = DeleteParams {
             preconditions: Some(Preconditions { uid: copy.metadata.uid.clone(), resource_version: None }),
             ..DeleteParams::default()
         };
         match api.delete(&name, &params).await {
             Ok(_) => {
-                info!(cluster_credential = %cr.name_any(), namespace = %ns, secret = %name, "removed the token Secret from a namespace that is no longer selected")
+                info!(cluster_credential = %cr.name_any(), namespace = %ns, secret = %name, "removed a token Secret that is no longer wanted there")
             }
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => {
@@ -385,6 +447,32 @@ async fn remove_stale_copies(
             }
         }
     }
+}
+
+/// Records a panicked reconcile on the cluster credential, as the namespaced kind does.
+pub(super) async fn report_panic(
+    cr: &ClusterGroupDocsCredential,
+    ctx: &ClusterContext,
+    message: String,
+) -> Result<Action, Error> {
+    tracing::error!(cluster_credential = %cr.name_any(), panic = %message, "reconcile panicked; reported on the credential");
+    ctx.shared.metrics.panicked();
+    let error = Error::Internal(message);
+    ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
+    let previous = cr.status.clone().unwrap_or_default();
+    let facts = crate::conditions::Facts {
+        generation: cr.metadata.generation,
+        token_expires_at: previous.token.expires_at.as_ref().map(|t| t.0),
+        outcome: Outcome::Failed(&error),
+        now: schedule::whole_seconds(Timestamp::now()),
+        note: None,
+    };
+    let mut status = previous.clone();
+    status.token.conditions = crate::conditions::conditions(&previous.token.conditions, &facts);
+    if status != previous {
+        write_status(cr, ctx, &status).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 async fn write_status(
@@ -414,7 +502,7 @@ async fn publish_events(
     status: &ClusterGroupDocsCredentialStatus,
     synced: &Synced,
 ) {
-    let selected = status.namespaces.as_ref().map_or(0, |n| n.selected);
+    let selected = status.namespaces.as_ref().map_or(0, |n| n.ready);
     let (kind, reason, note) = match &synced.result {
         Ok(Outcome::Issued) if previous.token.token_fingerprint.is_none() => {
             (events::Kind::Normal, "TokenIssued", format!("token written to {selected} namespaces"))

@@ -190,6 +190,12 @@ impl ClusterGroupDocsCredential {
         }
     }
 
+    /// The operator's own copy of the token, in the client Secret's namespace: the only one it
+    /// reads the token back from.
+    pub fn source_secret_name(&self) -> String {
+        format!("cgdc.{}", self.metadata.name.as_deref().unwrap_or_default())
+    }
+
     /// Checks the spec; the error names the field.
     pub fn validate(&self, client_namespace: &str) -> Result<ValidClusterSpec, Error> {
         let common = self.token_view(client_namespace).validate()?;
@@ -204,7 +210,13 @@ impl ClusterGroupDocsCredential {
                 "set spec.namespaceSelector or spec.namespaces: no namespace is selected".into(),
             ));
         }
-        if let Some(bad) = spec.namespaces.iter().find(|ns| !is_dns_label(ns)) {
+        let source = self.source_secret_name();
+        if !rules::is_dns_subdomain(&source) {
+            return Err(Error::InvalidSpec(format!(
+                "metadata.name is too long: the operator keeps the token in a Secret named {source:?}, at most 253 characters"
+            )));
+        }
+        if let Some(bad) = spec.namespaces.iter().find(|ns| !rules::is_dns_label(ns)) {
             return Err(Error::InvalidSpec(format!(
                 "spec.namespaces: {bad:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
             )));
@@ -220,14 +232,6 @@ impl ClusterGroupDocsCredential {
         listed.dedup();
         Ok(ValidClusterSpec { common, selection: Selection { selector, listed } })
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]
