@@ -44,6 +44,14 @@ impl Synced {
         }
     }
 
+    /// The reconcile's result as the metrics label it: `Ok` or a condition reason.
+    pub(crate) fn result_label(&self) -> &'static str {
+        match &self.result {
+            Ok(_) => "Ok",
+            Err(refused) => refused.error.reason(),
+        }
+    }
+
     /// Nothing was sent: `error` stopped the reconcile first.
     pub(crate) fn failed(error: Error, token: Option<TokenFacts>) -> Self {
         Synced::new(Err(Refused { error, sent: false }), token)

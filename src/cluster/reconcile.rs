@@ -64,10 +64,7 @@ pub(super) async fn reconcile(cr: Arc<ClusterGroupDocsCredential>, ctx: Arc<Clus
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
     }
-    let result = match &synced.result {
-        Ok(_) => "Ok",
-        Err(refused) => refused.error.reason(),
-    };
+    let result = synced.result_label();
     shared.metrics.reconciled(result, started.elapsed());
     debug!(cluster_credential = %cr.name_any(), result, selected = fanout.selected, "reconciled");
     // A namespace whose copy failed is looked at again: soon for a transient failure, in five

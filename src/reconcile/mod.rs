@@ -58,10 +58,7 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
     }
-    let result = match &synced.result {
-        Ok(_) => "Ok",
-        Err(refused) => refused.error.reason(),
-    };
+    let result = synced.result_label();
     ctx.shared.metrics.reconciled(result, started.elapsed());
     debug!(credential = %cr.name_any(), namespace = ?cr.namespace(), result, "reconciled");
     let recheck = match ctx.shared.settings.secret_access {
