@@ -1,45 +1,12 @@
 //! Syntax checks of the names and label selectors that flags carry, so that a typo ends
 //! start-up with a message naming the flag instead of failing every watch request later.
 
-/// The longest label name (the part after the prefix) and label value.
-const LABEL_PART_MAX: usize = 63;
-/// The longest DNS-1123 subdomain (a label key's prefix, a Lease name).
-const SUBDOMAIN_MAX: usize = 253;
+// The same predicates the CRD's rules and the operator's spec checks use.
+pub use crate::crd::rules::{is_dns_label, is_dns_subdomain};
 
-/// A DNS-1123 label, as namespace names are: lowercase letters, digits and `-`, starting and
-/// ending with a letter or digit, at most 63 characters.
-pub fn is_dns_label(s: &str) -> bool {
-    s.len() <= LABEL_PART_MAX
-        && !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A DNS-1123 subdomain, as most object names are: DNS labels joined by `.`, at most 253.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= SUBDOMAIN_MAX && s.split('.').all(|label| !label.is_empty() && is_dns_label_unbounded(label))
-}
-
-fn is_dns_label_unbounded(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// The name part of a label key, or a non-empty label value: alphanumerics, `-`, `_` and `.`,
-/// starting and ending with an alphanumeric, at most 63.
+/// The name part of a label key, or a non-empty label value.
 fn is_label_name(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            s.len() <= LABEL_PART_MAX
-                && first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
+    !s.is_empty() && crate::crd::rules::is_label_value(s)
 }
 
 /// A label key: `name` or `prefix/name`, the prefix a DNS subdomain.
