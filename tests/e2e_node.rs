@@ -43,7 +43,7 @@ fn node_available() -> bool {
     }
     match testenv::node::preflight().and_then(|()| testenv::node_images()) {
         Ok(images) => {
-            testenv::shared_with(testenv::Options { node_images: Some(images) });
+            testenv::shared_with(testenv::Options { node_images: Some(images), ..Default::default() });
             true
         }
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {

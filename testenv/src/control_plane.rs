@@ -22,6 +22,11 @@ pub struct Options {
     /// Also start a node ([`node`]) and import these OCI image tarballs into it (the
     /// sandbox image [`node::PAUSE_IMAGE`] among them).
     pub node_images: Option<Vec<PathBuf>>,
+    /// Flags appended to etcd's defaults (a later flag overrides an earlier one), e.g. a
+    /// larger `--quota-backend-bytes` for a benchmark's hundreds of thousands of objects.
+    pub etcd_args: Vec<String>,
+    /// Flags appended to kube-apiserver's defaults, as [`Options::etcd_args`].
+    pub apiserver_args: Vec<String>,
 }
 
 /// A running control plane (or a handle on an existing cluster).
@@ -101,6 +106,7 @@ impl ControlPlane {
             "--log-level",
             "warn",
         ]);
+        etcd.args(&options.etcd_args);
         cp.spawn("etcd", etcd, lifetime)?;
 
         let p = |name: &str| path_str(&pki.dir.join(name));
@@ -134,6 +140,7 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".to_string(),
             ]);
         }
+        apiserver_args.extend(options.apiserver_args.iter().cloned());
         cp.apiserver = Some((bins[1].clone(), apiserver_args, lifetime));
         cp.start_apiserver()?;
 
@@ -288,6 +295,16 @@ impl ControlPlane {
     /// Process ids of the running components, by name.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         self.processes.iter().map(|p| (p.name, p.child.id())).collect()
+    }
+
+    /// The process id of component `name` (`etcd`, `kube-apiserver`, ...), while it runs here.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes.iter().find(|p| p.name == name).map(|p| p.child.id())
+    }
+
+    /// etcd's database file, whose size is what `--quota-backend-bytes` limits.
+    pub fn etcd_db(&self) -> PathBuf {
+        self.dir.join("etcd/member/snap/db")
     }
 
     fn spawn(&mut self, name: &'static str, mut cmd: Command, lifetime: Lifetime) -> Result<()> {

@@ -39,7 +39,8 @@ fn up(dir: PathBuf, node: bool) -> Result<(), String> {
         return Err(format!("a control plane already runs in {}: stop it with `testenv down`", dir.display()));
     }
     let started = std::time::Instant::now();
-    let options = Options { node_images: if node { Some(testenv::node_images()?) } else { None } };
+    let options =
+        Options { node_images: if node { Some(testenv::node_images()?) } else { None }, ..Options::default() };
     let cp = ControlPlane::start_with(&dir, Lifetime::Detached, &options)?;
     let pids = cp.pids();
     let kubeconfig = cp.detach();
