@@ -152,6 +152,13 @@ pub struct RunArgs {
     /// 1h).
     #[arg(long, env = "GDTO_LEASE_DURATION", default_value = "15s", value_parser = |s: &str| LEASE_DURATION.parse(s))]
     pub lease_duration: SignedDuration,
+    /// Which per-credential series `/metrics` carries: `all` (the token's expiry and Ready,
+    /// two series a credential, about 200 bytes of each scrape), `unhealthy` (only for
+    /// credentials not Ready, rate limited or overdue for renewal; for fleets beyond about
+    /// 40,000 credentials) or `none`. The counts by Ready status and the earliest expiry are
+    /// always there.
+    #[arg(long, env = "GDTO_CREDENTIAL_METRICS", value_enum, default_value_t = crate::metrics::CredentialMetrics::All)]
+    pub credential_metrics: crate::metrics::CredentialMetrics,
     /// Address of the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, env = "GDTO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::crd::GroupDocsCredentialStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -27,8 +31,28 @@ pub struct ReadyLabel {
     pub status: String,
 }
 
+/// Which per-credential series `/metrics` carries (`--credential-metrics`). Each series costs
+/// about 100 bytes of every scrape: two per credential is 20 MB at 100,000 credentials.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CredentialMetrics {
+    /// The token's expiry and the Ready gauge for every credential.
+    #[default]
+    All,
+    /// Both only for credentials that need attention: not Ready, rate limited, or renewal
+    /// overdue ([`RENEWAL_OVERDUE_AFTER`] past `nextRefreshTime`). A token runs out only after
+    /// its renewal is overdue, so the expiry alerts still fire for every credential.
+    Unhealthy,
+    /// No per-credential series: the counts by Ready status and the earliest expiry.
+    None,
+}
+
+/// How long past its planned renewal a token counts as overdue for [`CredentialMetrics::Unhealthy`]
+/// (a renewal runs at `nextRefreshTime`; a busy operator may start it somewhat later).
+pub const RENEWAL_OVERDUE_AFTER: SignedDuration = SignedDuration::from_mins(5);
+
 pub struct Metrics {
     registry: Registry,
+    credential_metrics: CredentialMetrics,
     reconciles: Family<ResultLabel, Counter>,
     reconcile_duration: Histogram,
     token_requests: Family<ResultLabel, Counter>,
@@ -37,12 +61,19 @@ pub struct Metrics {
     pub rate_limited_until: Family<CredentialLabel, Gauge>,
     pub credentials: Family<ReadyLabel, Gauge>,
     pub credential_ready: Family<CredentialLabel, Gauge>,
+    earliest_expiry: Gauge,
     status_writes: Counter,
     panics: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(CredentialMetrics::default())
+    }
+}
+
+impl Metrics {
+    pub fn new(credential_metrics: CredentialMetrics) -> Self {
         let mut registry = Registry::with_prefix("groupdocs_token_operator");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "Reconciles by outcome (a condition reason, or Ok)", reconciles.clone());
@@ -82,6 +113,12 @@ impl Default for Metrics {
             "1 when the credential's Ready condition is True, else 0",
             credential_ready.clone(),
         );
+        let earliest_expiry = Gauge::default();
+        registry.register(
+            "token_expiry_earliest_timestamp_seconds",
+            "Unix time at which the first of the tokens in target Secrets expires (whatever --credential-metrics says)",
+            earliest_expiry.clone(),
+        );
         let status_writes = Counter::default();
         registry.register(
             "status_writes",
@@ -97,6 +134,7 @@ impl Default for Metrics {
         registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         Metrics {
             registry,
+            credential_metrics,
             reconciles,
             reconcile_duration,
             token_requests,
@@ -105,6 +143,7 @@ impl Default for Metrics {
             rate_limited_until,
             credentials,
             credential_ready,
+            earliest_expiry,
             status_writes,
             panics,
         }
@@ -112,6 +151,56 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Recomputes the gauges that describe credentials from `(namespace, name, status)` of
+    /// every cached one, so that a deleted credential leaves no stale series behind.
+    pub fn describe_credentials<'a>(
+        &self,
+        credentials: impl Iterator<Item = (&'a str, &'a str, Option<&'a GroupDocsCredentialStatus>)>,
+        now: Timestamp,
+    ) {
+        self.token_expiry.clear();
+        self.rate_limited_until.clear();
+        self.credentials.clear();
+        self.credential_ready.clear();
+        let mut counts: [(&str, i64); 3] = [("True", 0), ("False", 0), ("Unknown", 0)];
+        let mut earliest: Option<Timestamp> = None;
+        for (namespace, name, status) in credentials {
+            let ready = status.map_or("Unknown", ready_status);
+            if let Some(count) = counts.iter_mut().find(|(s, _)| *s == ready) {
+                count.1 += 1;
+            }
+            let expires_at = status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0);
+            if let Some(t) = expires_at {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+            if !self.per_credential(status, ready, now) {
+                continue;
+            }
+            let label = CredentialLabel { namespace: namespace.to_string(), name: name.to_string() };
+            if let Some(t) = expires_at {
+                self.token_expiry.get_or_create(&label).set(t.as_second());
+            }
+            if let Some(t) = status.and_then(|s| s.rate_limited_until.as_ref()).filter(|t| t.0 > now) {
+                self.rate_limited_until.get_or_create(&label).set(t.0.as_second());
+            }
+            self.credential_ready.get_or_create(&label).set(i64::from(ready == "True"));
+        }
+        for (status, count) in counts {
+            if count > 0 {
+                self.credentials.get_or_create(&ReadyLabel { status: status.to_string() }).set(count);
+            }
+        }
+        self.earliest_expiry.set(earliest.map_or(0, Timestamp::as_second));
+    }
+
+    fn per_credential(&self, status: Option<&GroupDocsCredentialStatus>, ready: &str, now: Timestamp) -> bool {
+        match self.credential_metrics {
+            CredentialMetrics::All => true,
+            CredentialMetrics::None => false,
+            CredentialMetrics::Unhealthy => ready != "True" || status.is_some_and(|s| needs_attention(s, now)),
+        }
+    }
+
     pub fn reconciled(&self, result: &str, took: Duration) {
         self.reconciles.get_or_create(&ResultLabel { result: result.to_string() }).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
@@ -138,8 +227,22 @@ impl Metrics {
     }
 }
 
+fn ready_status(status: &GroupDocsCredentialStatus) -> &str {
+    status.conditions.iter().find(|c| c.type_ == crate::conditions::READY).map_or("Unknown", |c| c.status.as_str())
+}
+
+/// Rate limited, or its renewal is overdue (the token will run out unless something changes).
+fn needs_attention(status: &GroupDocsCredentialStatus, now: Timestamp) -> bool {
+    let overdue =
+        status.next_refresh_time.as_ref().is_some_and(|t| crate::schedule::add(t.0, RENEWAL_OVERDUE_AFTER) < now);
+    let limited = status.rate_limited_until.as_ref().is_some_and(|t| t.0 > now);
+    overdue || limited
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
     use super::*;
 
     #[test]
@@ -153,5 +256,87 @@ mod tests {
         assert!(text.contains("groupdocs_token_operator_reconciles_total{result=\"Ok\"} 1"));
         assert!(text.contains("groupdocs_token_operator_build_info{version="));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    fn status(ready: &str, expires: i64, next_refresh: i64) -> GroupDocsCredentialStatus {
+        let at = |s: i64| Some(Time(Timestamp::from_second(s).unwrap()));
+        GroupDocsCredentialStatus {
+            conditions: vec![Condition {
+                type_: crate::conditions::READY.into(),
+                status: ready.into(),
+                reason: "TokenIssued".into(),
+                message: String::new(),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            expires_at: at(expires),
+            next_refresh_time: at(next_refresh),
+            ..Default::default()
+        }
+    }
+
+    /// healthy (renews at 2000), not Ready, overdue (renewal at 500, now 1000), no status.
+    fn scrape(mode: CredentialMetrics) -> String {
+        let m = Metrics::new(mode);
+        let (healthy, failing, overdue) =
+            (status("True", 3000, 2000), status("False", 900, 600), status("True", 1200, 500));
+        let creds = [
+            ("a", "healthy", Some(&healthy)),
+            ("a", "failing", Some(&failing)),
+            ("b", "overdue", Some(&overdue)),
+            ("b", "new", None),
+        ];
+        m.describe_credentials(creds.into_iter(), Timestamp::from_second(1000).unwrap());
+        m.encode()
+    }
+
+    fn series(text: &str, name: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("groupdocs_token_operator_{name}{{")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_mode_keeps_the_counts_and_the_earliest_expiry() {
+        for mode in [CredentialMetrics::All, CredentialMetrics::Unhealthy, CredentialMetrics::None] {
+            let text = scrape(mode);
+            assert!(text.contains("groupdocs_token_operator_credentials{status=\"True\"} 2"), "{mode:?}: {text}");
+            assert!(text.contains("groupdocs_token_operator_credentials{status=\"False\"} 1"), "{mode:?}");
+            assert!(text.contains("groupdocs_token_operator_credentials{status=\"Unknown\"} 1"), "{mode:?}");
+            assert!(text.contains("groupdocs_token_operator_token_expiry_earliest_timestamp_seconds 900"), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn all_describes_every_credential() {
+        let text = scrape(CredentialMetrics::All);
+        assert_eq!(series(&text, "credential_ready").len(), 4, "{text}");
+        assert_eq!(series(&text, "token_expiry_timestamp_seconds").len(), 3, "the new one has no token yet");
+    }
+
+    #[test]
+    fn unhealthy_describes_only_credentials_that_need_attention() {
+        let text = scrape(CredentialMetrics::Unhealthy);
+        let ready = series(&text, "credential_ready");
+        assert_eq!(ready.len(), 3, "{text}");
+        assert!(!ready.iter().any(|l| l.contains("name=\"healthy\"")), "{ready:?}");
+        assert!(ready.iter().any(|l| l.contains("name=\"failing\"") && l.ends_with(" 0")));
+        assert!(ready.iter().any(|l| l.contains("name=\"new\"") && l.ends_with(" 0")), "no status yet: not Ready");
+        let expiry = series(&text, "token_expiry_timestamp_seconds");
+        assert!(
+            expiry.iter().any(|l| l.contains("name=\"overdue\"")),
+            "an overdue renewal keeps its expiry: {expiry:?}"
+        );
+        assert_eq!(expiry.len(), 2, "{expiry:?}");
+    }
+
+    #[test]
+    fn none_describes_no_credential() {
+        let text = scrape(CredentialMetrics::None);
+        assert!(
+            series(&text, "credential_ready").is_empty() && series(&text, "token_expiry_timestamp_seconds").is_empty(),
+            "{text}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::controller::{self, Caches, SecretAccess, Settings, Shared};
 use crate::error::{Error, Limit};
 use crate::http::{self, Readiness};
 use crate::leader::{self, Role};
-use crate::metrics::{CredentialLabel, Metrics, ReadyLabel};
+use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::redact::Sensitive;
 use crate::token::broker::{Broker, BrokerConfig, Fetch};
@@ -57,7 +57,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let probe_listener = http::bind("--probe-addr", args.probe_addr).await?;
     let metrics_listener = http::bind("--metrics-addr", args.metrics_addr).await?;
     let client = kube_client(args.kube_api_qps).await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(args.credential_metrics));
     let broker_config = BrokerConfig {
         failed_request_budget: args.failed_request_budget,
         invalid_client_retry: args.invalid_client_retry,
@@ -230,38 +230,24 @@ async fn prune_periodically(shared: Arc<Shared>) {
     }
 }
 
-/// Gauges that describe the cached credentials are recomputed at scrape time, so a deleted
-/// credential leaves no stale series behind. Cluster credentials have an empty `namespace` label.
+/// The gauges that describe credentials, from the caches at scrape time. Cluster credentials
+/// have an empty `namespace` label.
 fn refresh_gauges(metrics: &Metrics, caches: &[Caches], cluster: Option<&crate::cluster::ClusterCredentials>) {
-    metrics.token_expiry.clear();
-    metrics.rate_limited_until.clear();
-    metrics.credentials.clear();
-    metrics.credential_ready.clear();
-    let namespaced = caches
-        .iter()
-        .flat_map(|c| c.credentials.state())
-        .map(|cr| (cr.metadata.namespace.clone().unwrap_or_default(), cr.metadata.name.clone(), cr.status.clone()));
-    let cluster = cluster
+    let namespaced: Vec<_> = caches.iter().flat_map(|c| c.credentials.state()).collect();
+    let cluster: Vec<_> = cluster
         .into_iter()
         .flat_map(|store| store.state())
-        .map(|cr| (String::new(), cr.metadata.name.clone(), cr.status.clone().map(served_token)));
-    for (namespace, name, status) in namespaced.chain(cluster) {
-        let label = CredentialLabel { namespace, name: name.unwrap_or_default() };
-        let status = status.unwrap_or_default();
-        if let Some(t) = &status.expires_at {
-            metrics.token_expiry.get_or_create(&label).set(t.0.as_second());
-        }
-        if let Some(t) = status.rate_limited_until.as_ref().filter(|t| t.0 > Timestamp::now()) {
-            metrics.rate_limited_until.get_or_create(&label).set(t.0.as_second());
-        }
-        let ready = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == crate::conditions::READY)
-            .map_or("Unknown".to_string(), |c| c.status.clone());
-        metrics.credential_ready.get_or_create(&label).set(i64::from(ready == "True"));
-        metrics.credentials.get_or_create(&ReadyLabel { status: ready }).inc();
-    }
+        .map(|cr| (cr.metadata.name.clone().unwrap_or_default(), cr.status.clone().map(served_token)))
+        .collect();
+    let namespaced = namespaced.iter().map(|cr| {
+        (
+            cr.metadata.namespace.as_deref().unwrap_or_default(),
+            cr.metadata.name.as_deref().unwrap_or_default(),
+            cr.status.as_ref(),
+        )
+    });
+    let cluster = cluster.iter().map(|(name, status)| ("", name.as_str(), status.as_ref()));
+    metrics.describe_credentials(namespaced.chain(cluster), Timestamp::now());
 }
 
 /// A cluster credential's token status for the gauges: without an expiry while it selects no
