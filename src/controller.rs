@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -22,6 +22,7 @@ use crate::crd::{ClusterGroupDocsCredential, GroupDocsCredential};
 use crate::error::Error;
 use crate::events::Publisher;
 use crate::guard::{Guarded, guarded};
+use crate::index::ClientSecretIndex;
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::schedule;
@@ -281,16 +282,6 @@ pub fn credentials_watch_config(settings: &Settings) -> watcher::Config {
     }
 }
 
-/// Maps a client Secret to the credentials of its namespace that reference it.
-fn credentials_using(crs: &Store<GroupDocsCredential>, secret: &Secret) -> Vec<ObjectRef<GroupDocsCredential>> {
-    let (ns, name) = (secret.namespace(), secret.name_any());
-    crs.state()
-        .iter()
-        .filter(|cr| cr.namespace() == ns && cr.spec.client_secret_ref.name == name)
-        .map(|cr| ObjectRef::from_obj(cr.as_ref()))
-        .collect()
-}
-
 /// managedFields are a large share of every object and never read here: keep them out of the caches.
 fn strip_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
@@ -394,11 +385,20 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     let client = &shared.client;
     let synced = Arc::new(Synced3::default());
     let (cr_reader, cr_writer) = reflector::store();
+    let index = Arc::new(ClientSecretIndex::default());
     let flags = synced.clone();
     let crs = watcher(api::<GroupDocsCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
         .inspect(move |e| mark_synced(&flags.credentials, e))
         .modify(strip_for_read_only_cache)
+        .inspect({
+            let (index, store) = (index.clone(), cr_reader.clone());
+            move |event| {
+                if let Ok(event) = event {
+                    index.observe(event, &store);
+                }
+            }
+        })
         .reflect(cr_writer)
         .applied_objects()
         // Our own status writes must not trigger reconciles: only spec (generation) and
@@ -439,9 +439,9 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
         .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
     match shared.settings.secret_access {
         SecretAccess::Watch => {
-            controller = controller
-                .owns_stream(owned)
-                .watches_stream(client_secrets, move |secret| credentials_using(&mapper_store, &secret));
+            controller = controller.owns_stream(owned).watches_stream(client_secrets, move |secret| {
+                index.credentials_using(&mapper_store, &secret.namespace().unwrap_or_default(), &secret.name_any())
+            });
         }
         SecretAccess::Get { .. } => {
             // No Secret is listed or watched: the two streams are never polled.

@@ -16,6 +16,7 @@ mod fixtures;
 pub mod format;
 pub mod guard;
 pub mod http;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
