@@ -319,9 +319,33 @@ pub struct Synced3 {
 impl Synced3 {
     pub fn all(&self) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        self.credentials.load(SeqCst) && self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
+        self.credentials.load(SeqCst) && self.secrets()
+    }
+
+    fn secrets(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.client_secrets.load(SeqCst) && self.owned_secrets.load(SeqCst)
     }
 }
+
+/// Starts `credentials` (the watch of credentials) once the Secret caches have synced: a
+/// reconcile before that could only wait, and 100,000 credentials waiting in the controller's
+/// queue are rescheduled again and again while the Secrets are still being listed.
+fn after_secrets_synced<S: futures::Stream>(
+    synced: Arc<Synced3>,
+    credentials: S,
+) -> impl futures::Stream<Item = S::Item> {
+    let secrets_synced = async move {
+        while !synced.secrets() {
+            tokio::time::sleep(SYNC_POLL).await;
+        }
+        credentials
+    };
+    futures::stream::once(secrets_synced).flatten()
+}
+
+/// How often the credentials' watch looks whether the Secret caches have synced.
+const SYNC_POLL: Duration = Duration::from_millis(20);
 
 fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
     if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -404,6 +428,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
         // Our own status writes must not trigger reconciles: only spec (generation) and
         // annotation (force refresh) changes do.
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+    let crs = after_secrets_synced(synced.clone(), crs);
 
     let (owned_reader, owned_writer) = reflector::store();
     let flags = synced.clone();
