@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::crd::{ClusterGroupDocsCredential, GroupDocsCredential};
+use crate::crd::{CachedCredential, ClusterGroupDocsCredential};
 use crate::error::Error;
 use crate::events::Publisher;
 use crate::guard::{Guarded, guarded};
@@ -170,7 +170,7 @@ impl Shared {
 /// One controller's view: the shared parts plus the caches of its watch scope.
 pub struct Context {
     pub shared: Arc<Shared>,
-    pub credentials: Store<GroupDocsCredential>,
+    pub credentials: Store<CachedCredential>,
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
@@ -180,7 +180,7 @@ pub struct Context {
 /// [`crate::reconcile::reconcile`] under a guard. A panic (a bug) fails only this credential:
 /// it is reported as `Stalled`/`InternalError` and the process and every other credential
 /// carry on. On lease loss the reconcile stops where it stands.
-pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(cr: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.synced.all() {
         // This scope's caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
@@ -204,7 +204,7 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
 /// Called when `reconcile` itself fails (Kubernetes API errors while writing status): retries
 /// with exponential backoff and jitter, and logs once per new error rather than per retry
 /// (an API server outage would otherwise log every credential every few seconds).
-pub fn error_policy(cr: Arc<GroupDocsCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cr: Arc<CachedCredential>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.shared.metrics.reconciled(error.reason(), Duration::ZERO);
     let text = error.to_string();
     let attempts = {
@@ -233,7 +233,7 @@ const ERROR_BACKOFF_BASE: SignedDuration = SignedDuration::from_secs(2);
 const ERROR_BACKOFF_CAP: SignedDuration = SignedDuration::from_mins(5);
 
 /// A reconcile succeeded: forget its failures, and say so once if there were any.
-fn recovered(cr: &GroupDocsCredential, ctx: &Context) {
+fn recovered(cr: &CachedCredential, ctx: &Context) {
     let mut retries = crate::lock(&ctx.shared.retries);
     if retries.is_empty() {
         return;
@@ -299,7 +299,7 @@ fn strip_for_read_only_cache<K: Resource>(obj: &mut K) {
 /// The stores a running controller reads, for readiness and metrics.
 #[derive(Clone)]
 pub struct Caches {
-    pub credentials: Store<GroupDocsCredential>,
+    pub credentials: Store<CachedCredential>,
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
@@ -396,7 +396,7 @@ pub async fn run(
     futures::future::join_all(controllers).await;
 }
 
-fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<GroupDocsCredential>, Caches) {
+fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<CachedCredential>, Caches) {
     fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
         client: &Client,
         scope: Option<&str>,
@@ -411,10 +411,9 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Group
     let (cr_reader, cr_writer) = reflector::store();
     let index = Arc::new(ClientSecretIndex::default());
     let flags = synced.clone();
-    let crs = watcher(api::<GroupDocsCredential>(client, scope), credentials_watch_config(&shared.settings))
+    let crs = watcher(api::<CachedCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
         .inspect(move |e| mark_synced(&flags.credentials, e))
-        .modify(strip_for_read_only_cache)
         .inspect({
             let (index, store) = (index.clone(), cr_reader.clone());
             move |event| {

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::format::TokenFormat;
 
+pub mod cached;
 pub mod cluster;
 pub mod rules;
+pub use cached::CachedCredential;
 pub use cluster::{ClusterGroupDocsCredential, ClusterGroupDocsCredentialSpec, ClusterGroupDocsCredentialStatus};
 
 /// Default token endpoint, as GroupDocs documents it.

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
-use crate::crd::GroupDocsCredential;
+use crate::crd::CachedCredential;
 
 /// `(namespace, client Secret name)` to the names of the credentials there that reference it.
 ///
@@ -24,7 +24,7 @@ pub struct ClientSecretIndex {
 
 impl ClientSecretIndex {
     /// Takes in one event of the credentials' watch, before the cache (`store`) applies it.
-    pub fn observe(&self, event: &Event<GroupDocsCredential>, store: &Store<GroupDocsCredential>) {
+    pub fn observe(&self, event: &Event<CachedCredential>, store: &Store<CachedCredential>) {
         let mut by_secret = crate::lock(&self.by_secret);
         match event {
             Event::Init => by_secret.clear(),
@@ -44,10 +44,10 @@ impl ClientSecretIndex {
     /// has them now.
     pub fn credentials_using(
         &self,
-        store: &Store<GroupDocsCredential>,
+        store: &Store<CachedCredential>,
         namespace: &str,
         secret: &str,
-    ) -> Vec<ObjectRef<GroupDocsCredential>> {
+    ) -> Vec<ObjectRef<CachedCredential>> {
         let names: Vec<String> = crate::lock(&self.by_secret)
             .get(&(namespace.to_string(), secret.to_string()))
             .map(|names| names.iter().cloned().collect())
@@ -65,15 +65,15 @@ impl ClientSecretIndex {
     }
 }
 
-fn key(cr: &GroupDocsCredential) -> (String, String) {
+fn key(cr: &CachedCredential) -> (String, String) {
     (cr.namespace().unwrap_or_default(), cr.spec.client_secret_ref.name.clone())
 }
 
-fn insert(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &GroupDocsCredential) {
+fn insert(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &CachedCredential) {
     by_secret.entry(key(cr)).or_default().insert(cr.name_any());
 }
 
-fn remove(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &GroupDocsCredential) {
+fn remove(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &CachedCredential) {
     let key = key(cr);
     if let Some(names) = by_secret.get_mut(&key) {
         names.remove(&cr.name_any());
@@ -89,27 +89,27 @@ mod tests {
 
     use super::*;
 
-    fn credential(ns: &str, name: &str, secret: &str) -> GroupDocsCredential {
+    fn credential(ns: &str, name: &str, secret: &str) -> CachedCredential {
         let mut cr = crate::fixtures::credential(&format!("uid-{name}"));
         cr.metadata.namespace = Some(ns.into());
         cr.metadata.name = Some(name.into());
         cr.spec.client_secret_ref.name = secret.into();
-        cr
+        cr.into()
     }
 
     /// Feeds `event` to the index and then to the cache, in the watch's order.
-    fn feed(index: &ClientSecretIndex, writer: &mut Writer<GroupDocsCredential>, event: Event<GroupDocsCredential>) {
+    fn feed(index: &ClientSecretIndex, writer: &mut Writer<CachedCredential>, event: Event<CachedCredential>) {
         index.observe(&event, &writer.as_reader());
         writer.apply_watcher_event(&event);
     }
 
-    fn names(refs: Vec<ObjectRef<GroupDocsCredential>>) -> Vec<String> {
+    fn names(refs: Vec<ObjectRef<CachedCredential>>) -> Vec<String> {
         let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
         names.sort();
         names
     }
 
-    fn listed(crs: &[GroupDocsCredential]) -> (ClientSecretIndex, Writer<GroupDocsCredential>) {
+    fn listed(crs: &[CachedCredential]) -> (ClientSecretIndex, Writer<CachedCredential>) {
         let (index, mut writer) = (ClientSecretIndex::default(), Writer::default());
         feed(&index, &mut writer, Event::Init);
         for cr in crs {

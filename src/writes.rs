@@ -12,7 +12,6 @@
 //! cache exactly once the watch delivers it, whatever else changes on the object).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::GroupDocsCredentialStatus;
+use crate::crd::cached::status_digest;
 
 /// After this long the cache is trusted again whatever it shows (someone else may have
 /// written the status, or a relist may have skipped our version).
@@ -52,16 +52,22 @@ impl RecentWrites {
 
     /// Records `status` as the API server returned it after our write.
     pub fn wrote(&self, uid: &str, status: Option<&GroupDocsCredentialStatus>, now: Instant) {
-        crate::lock(&self.by_uid).insert(uid.to_string(), (digest(status), now));
+        crate::lock(&self.by_uid).insert(uid.to_string(), (status_digest(status), now));
     }
 
     /// Whether the cached `status` predates a status this process wrote.
     pub fn cache_is_behind(&self, uid: &str, status: Option<&GroupDocsCredentialStatus>, now: Instant) -> bool {
+        self.cache_is_behind_digest(uid, status_digest(status), now)
+    }
+
+    /// [`RecentWrites::cache_is_behind`], for a cache that keeps only the status's digest
+    /// ([`status_digest`]).
+    pub fn cache_is_behind_digest(&self, uid: &str, cached: u64, now: Instant) -> bool {
         let mut by_uid = crate::lock(&self.by_uid);
         let Some((written, at)) = by_uid.get(uid).copied() else {
             return false;
         };
-        let behind = now.duration_since(at) < TRUST_CACHE_AFTER && digest(status) != written;
+        let behind = now.duration_since(at) < TRUST_CACHE_AFTER && cached != written;
         if !behind {
             by_uid.remove(uid);
         }
@@ -87,14 +93,6 @@ impl RecentWrites {
 
 fn key(meta: &ObjectMeta) -> (String, String) {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
-fn digest(status: Option<&GroupDocsCredentialStatus>) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    // A status always serialises; were it not to, every digest would match and the cache
-    // would simply be trusted, which is the safe side.
-    serde_json::to_vec(&status).unwrap_or_default().hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]

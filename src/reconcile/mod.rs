@@ -20,7 +20,7 @@ use tracing::{debug, error};
 
 use crate::conditions::{self, Facts, Outcome};
 use crate::controller::{Context, SecretAccess, Shared};
-use crate::crd::{GroupDocsCredential, GroupDocsCredentialStatus};
+use crate::crd::{CachedCredential, GroupDocsCredential, GroupDocsCredentialStatus};
 use crate::error::Error;
 use crate::guard::inject_panic_for_tests;
 use crate::schedule;
@@ -37,10 +37,11 @@ use secret::{SecretWrite, write_secret};
 
 /// One reconcile, in the order data flows: inputs, token, Secret, status, then events and
 /// restarts. Writes only what differs from what the caches show.
-pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let cr = cached.view();
     inject_panic_for_tests(&cr);
     let started = Instant::now();
-    if ctx.shared.writes.cache_is_behind(&cr.uid().unwrap_or_default(), cr.status.as_ref(), started) {
+    if ctx.shared.writes.cache_is_behind_digest(&cr.uid().unwrap_or_default(), cached.status_digest(), started) {
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let now = schedule::whole_seconds(Timestamp::now());
@@ -54,7 +55,7 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
     }
     let mut status = next_status(&cr, &previous, &synced, now, ctx.shared.settings.min_refresh_interval);
     let restarts_pending_until = restart_workloads(&cr, &ctx, &mut status, now).await;
-    if status != previous {
+    if cached.status_differs(&status) {
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
     }
@@ -76,7 +77,8 @@ pub async fn reconcile(cr: Arc<GroupDocsCredential>, ctx: Arc<Context>) -> Resul
 }
 
 /// Records a panicked reconcile on the credential and looks again in five minutes.
-pub async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: String) -> Result<Action, Error> {
+pub async fn report_panic(cached: &CachedCredential, ctx: &Context, message: String) -> Result<Action, Error> {
+    let cr = &cached.view();
     error!(credential = %cr.name_any(), namespace = ?cr.namespace(), panic = %message, "reconcile panicked; reported on the credential");
     ctx.shared.metrics.panicked();
     let error = Error::Internal(message);
@@ -94,7 +96,7 @@ pub async fn report_panic(cr: &GroupDocsCredential, ctx: &Context, message: Stri
         conditions: conditions::conditions(&previous.conditions, &facts),
         ..previous.clone()
     };
-    if status != previous {
+    if cached.status_differs(&status) {
         write_status(cr, ctx, &status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))

@@ -1,0 +1,294 @@
+//! The credential as the cache keeps it, the way token Secrets are kept as
+//! [`crate::target::CachedSecret`]s: the spec, the metadata a reconcile reads, and the status
+//! without the condition messages nothing reads, plus a digest of the whole status to tell
+//! whether a status to write differs from the one the API server holds.
+//!
+//! A cluster-wide operator holds one per credential for its whole life, so its size is the
+//! operator's memory per credential (README, Scale).
+
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use super::{GroupDocsCredential, GroupDocsCredentialSpec, GroupDocsCredentialStatus, REFRESH_ANNOTATION};
+use crate::error::TokenFailure;
+
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(from = "GroupDocsCredential")]
+pub struct CachedCredential {
+    /// Identity, versions, deletion, and only the operator's own annotation.
+    pub metadata: ObjectMeta,
+    pub spec: GroupDocsCredentialSpec,
+    /// Condition messages are kept only where a reconcile reads them (see [`keeps_message`]).
+    pub status: Option<GroupDocsCredentialStatus>,
+    /// [`status_digest`] of the status as the API server holds it.
+    digest: u64,
+}
+
+impl From<GroupDocsCredential> for CachedCredential {
+    fn from(cr: GroupDocsCredential) -> Self {
+        let GroupDocsCredential { metadata, spec, status } = cr;
+        let digest = status_digest(status.as_ref());
+        CachedCredential { metadata: compact_metadata(metadata), spec, status: status.map(compact_status), digest }
+    }
+}
+
+impl CachedCredential {
+    /// The credential a reconcile works on. Its status lacks the messages [`keeps_message`]
+    /// drops: compare a new status with [`CachedCredential::status_differs`], not with it.
+    pub fn view(&self) -> GroupDocsCredential {
+        GroupDocsCredential { metadata: self.metadata.clone(), spec: self.spec.clone(), status: self.status.clone() }
+    }
+
+    /// Whether writing `status` would change the status the API server holds.
+    pub fn status_differs(&self, status: &GroupDocsCredentialStatus) -> bool {
+        match &self.status {
+            None => *status != GroupDocsCredentialStatus::default(),
+            Some(_) => status_digest(Some(status)) != self.digest,
+        }
+    }
+
+    /// [`status_digest`] of the status the API server holds.
+    pub fn status_digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+/// A digest of a whole status, as serialized (so a status read back from the API server and
+/// the same status computed here agree).
+pub fn status_digest(status: Option<&GroupDocsCredentialStatus>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    // A status always serialises; were it not to, every digest would match: writes would be
+    // skipped and the cache trusted, until the next change.
+    serde_json::to_vec(&status).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
+fn compact_metadata(metadata: ObjectMeta) -> ObjectMeta {
+    let refresh = metadata.annotations.and_then(|mut a| a.remove_entry(REFRESH_ANNOTATION));
+    ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        uid: metadata.uid,
+        resource_version: metadata.resource_version,
+        generation: metadata.generation,
+        deletion_timestamp: metadata.deletion_timestamp,
+        annotations: refresh.map(|entry| [entry].into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn compact_status(mut status: GroupDocsCredentialStatus) -> GroupDocsCredentialStatus {
+    for condition in &mut status.conditions {
+        if !keeps_message(&condition.reason) {
+            condition.message = String::new();
+        }
+    }
+    status.conditions.shrink_to_fit();
+    status
+}
+
+/// A failed token request's message is carried into the next status while the failure holds
+/// the credential back ([`crate::status::held_by_status`]); no other message is read.
+fn keeps_message(reason: &str) -> bool {
+    TokenFailure::from_reason(reason).is_some()
+}
+
+impl Resource for CachedCredential {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        GroupDocsCredential::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        GroupDocsCredential::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        GroupDocsCredential::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        GroupDocsCredential::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jiff::{SignedDuration, Timestamp};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::conditions::{Facts, Outcome};
+    use crate::error::{Error, Limit};
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// Statuses as reconciles write them: every outcome, every token failure, and the same
+    /// status with one field changed at a time.
+    fn statuses() -> Vec<GroupDocsCredentialStatus> {
+        let now = t("2026-11-28T10:00:00Z");
+        let retry_at = now + SignedDuration::from_mins(10);
+        let failures = [
+            Error::InvalidClient { detail: "HTTP 400 invalid_client".into(), retry_at },
+            Error::RateLimited { detail: "HTTP 429".into(), until: retry_at, by: Limit::Endpoint },
+            Error::TokenEndpointUnavailable { detail: "HTTP 503".into(), retry_at },
+            Error::InvalidTokenResponse { detail: "not JSON".into(), retry_at },
+            Error::SecretNotFound { namespace: "apps".into(), name: "client".into() },
+            Error::InvalidSpec("spec.tokenUrl: not a URL".into()),
+        ];
+        let mut outcomes: Vec<Outcome> = vec![Outcome::Issued, Outcome::Renewed, Outcome::Current, Outcome::Suspended];
+        outcomes.extend(failures.iter().map(Outcome::Failed));
+        let mut all = Vec::new();
+        for outcome in outcomes {
+            let failed = matches!(outcome, Outcome::Failed(_));
+            let facts = Facts {
+                generation: Some(3),
+                token_expires_at: Some(now + SignedDuration::from_hours(20)),
+                outcome,
+                now,
+                note: None,
+            };
+            let status = GroupDocsCredentialStatus {
+                observed_generation: Some(3),
+                conditions: crate::conditions::conditions(&[], &facts),
+                expires_at: Some(Time(now + SignedDuration::from_hours(20))),
+                last_refresh_time: Some(Time(now - SignedDuration::from_hours(4))),
+                next_refresh_time: Some(Time(now + SignedDuration::from_hours(12))),
+                token_fingerprint: Some("0123456789ab".into()),
+                failed_attempts: i64::from(failed),
+                last_failure_time: failed.then_some(Time(now)),
+                next_retry_time: failed.then_some(Time(retry_at)),
+                last_failure_client_secret_version: failed.then(|| "7".into()),
+                ..Default::default()
+            };
+            let mut other_message = status.clone();
+            other_message.conditions[0].message.push_str(" (again)");
+            let mut other_time = status.clone();
+            other_time.conditions[1].last_transition_time = Time(now + SignedDuration::from_secs(1));
+            let mut other_fingerprint = status.clone();
+            other_fingerprint.token_fingerprint = Some("ba9876543210".into());
+            all.extend([status, other_message, other_time, other_fingerprint]);
+        }
+        all.push(GroupDocsCredentialStatus::default());
+        all
+    }
+
+    fn full(status: Option<GroupDocsCredentialStatus>) -> GroupDocsCredential {
+        let mut cr = crate::fixtures::credential("uid-1");
+        cr.metadata.generation = Some(3);
+        cr.metadata.resource_version = Some("41".into());
+        cr.status = status;
+        cr
+    }
+
+    fn inputs(client_secret_version: &str) -> crate::status::Inputs {
+        let issued_for = crate::target::IssuedFor {
+            client_secret_version: client_secret_version.into(),
+            ..crate::fixtures::issued_for()
+        };
+        let request = crate::token::TokenRequest {
+            url: issued_for.token_url.clone(),
+            client_id: issued_for.client_id.clone(),
+            client_secret: crate::redact::Sensitive::new("s"),
+            scope: None,
+        };
+        crate::status::Inputs { request, issued_for, renew_before: None }
+    }
+
+    /// Through JSON, as the watch delivers it.
+    fn cached(cr: &GroupDocsCredential) -> CachedCredential {
+        serde_json::from_value(serde_json::to_value(cr).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_status_to_write_differs_exactly_when_it_differs_from_the_full_status() {
+        let statuses = statuses();
+        let mut compared = 0;
+        for held in statuses.iter().cloned().map(Some).chain([None]) {
+            let cache = cached(&full(held.clone()));
+            for candidate in &statuses {
+                let differs_from_full = held.clone().unwrap_or_default() != *candidate;
+                assert_eq!(cache.status_differs(candidate), differs_from_full, "held {held:?}, writing {candidate:?}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 1500, "{compared} pairs");
+    }
+
+    #[test]
+    fn decisions_read_the_same_from_the_view_as_from_the_full_credential() {
+        let now = t("2026-11-28T10:05:00Z");
+        let inputs = inputs("7");
+        for status in statuses() {
+            let full = full(Some(status.clone()));
+            let view = cached(&full).view();
+            let (a, b) = (full.status.clone().unwrap(), view.status.clone().unwrap());
+            let held = |cr: &GroupDocsCredential, s: &GroupDocsCredentialStatus| {
+                crate::status::held_by_status(cr, s, &inputs, now, SignedDuration::from_hours(1))
+                    .map(|e| (e.reason(), e.to_string(), e.retry_at()))
+            };
+            assert_eq!(held(&full, &a), held(&view, &b), "{status:?}");
+            for outcome in [Outcome::Current, Outcome::Renewed, Outcome::Suspended] {
+                let facts = Facts { generation: Some(3), token_expires_at: None, outcome, now, note: None };
+                assert_eq!(
+                    crate::conditions::conditions(&a.conditions, &facts),
+                    crate::conditions::conditions(&b.conditions, &facts),
+                    "{status:?}"
+                );
+            }
+            let without_conditions =
+                |s: &GroupDocsCredentialStatus| GroupDocsCredentialStatus { conditions: vec![], ..s.clone() };
+            assert_eq!(without_conditions(&a), without_conditions(&b), "every other field is kept");
+            let reasons = |s: &GroupDocsCredentialStatus| {
+                s.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect::<Vec<_>>()
+            };
+            assert_eq!(reasons(&a), reasons(&b), "events compare reasons");
+        }
+    }
+
+    #[test]
+    fn metadata_keeps_identity_versions_and_the_refresh_request_only() {
+        let mut cr = full(None);
+        cr.metadata.annotations = Some(BTreeMap::from([
+            (REFRESH_ANNOTATION.to_string(), "2026-11-28T10:00:00Z".to_string()),
+            ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{...}".repeat(100)),
+        ]));
+        cr.metadata.labels = Some(BTreeMap::from([("team".to_string(), "docs".to_string())]));
+        cr.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+        let view = cached(&cr).view();
+        assert_eq!(view.refresh_request(), cr.refresh_request());
+        assert_eq!(view.metadata.annotations.as_ref().map(BTreeMap::len), Some(1));
+        assert_eq!(
+            (
+                view.metadata.name,
+                view.metadata.namespace,
+                view.metadata.uid,
+                view.metadata.resource_version,
+                view.metadata.generation
+            ),
+            (
+                cr.metadata.name,
+                cr.metadata.namespace,
+                cr.metadata.uid,
+                cr.metadata.resource_version,
+                cr.metadata.generation
+            )
+        );
+        assert!(view.metadata.labels.is_none() && view.metadata.finalizers.is_none());
+        assert_eq!(view.spec, cr.spec);
+        assert!(cached(&full(None)).view().metadata.annotations.is_none());
+    }
+}
