@@ -13,13 +13,14 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use super::{GroupDocsCredential, GroupDocsCredentialSpec, GroupDocsCredentialStatus, REFRESH_ANNOTATION};
+use super::{GroupDocsCredential, GroupDocsCredentialSpec, GroupDocsCredentialStatus};
 use crate::error::TokenFailure;
 
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
 #[serde(from = "GroupDocsCredential")]
 pub struct CachedCredential {
-    /// Identity, versions, deletion, and only the operator's own annotation.
+    /// Identity, versions, deletion and annotations (a change to any of them triggers a
+    /// reconcile, as users expect of `kubectl annotate`), but not kubectl's copy of the object.
     pub metadata: ObjectMeta,
     pub spec: GroupDocsCredentialSpec,
     /// Condition messages are kept only where a reconcile reads them (see [`keeps_message`]).
@@ -68,7 +69,10 @@ pub fn status_digest(status: Option<&GroupDocsCredentialStatus>) -> u64 {
 }
 
 fn compact_metadata(metadata: ObjectMeta) -> ObjectMeta {
-    let refresh = metadata.annotations.and_then(|mut a| a.remove_entry(REFRESH_ANNOTATION));
+    let annotations = metadata.annotations.map(|mut a| {
+        a.remove(LAST_APPLIED_ANNOTATION);
+        a
+    });
     ObjectMeta {
         name: metadata.name,
         namespace: metadata.namespace,
@@ -76,10 +80,13 @@ fn compact_metadata(metadata: ObjectMeta) -> ObjectMeta {
         resource_version: metadata.resource_version,
         generation: metadata.generation,
         deletion_timestamp: metadata.deletion_timestamp,
-        annotations: refresh.map(|entry| [entry].into()),
+        annotations: annotations.filter(|a| !a.is_empty()),
         ..ObjectMeta::default()
     }
 }
+
+/// `kubectl apply`'s copy of the whole object: large, and never read here.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn compact_status(mut status: GroupDocsCredentialStatus) -> GroupDocsCredentialStatus {
     for condition in &mut status.conditions {
@@ -130,6 +137,7 @@ mod tests {
 
     use super::*;
     use crate::conditions::{Facts, Outcome};
+    use crate::crd::REFRESH_ANNOTATION;
     use crate::error::{Error, Limit};
 
     fn t(s: &str) -> Timestamp {
@@ -260,17 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn metadata_keeps_identity_versions_and_the_refresh_request_only() {
+    fn metadata_keeps_identity_versions_and_annotations_only() {
         let mut cr = full(None);
         cr.metadata.annotations = Some(BTreeMap::from([
             (REFRESH_ANNOTATION.to_string(), "2026-11-28T10:00:00Z".to_string()),
-            ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{...}".repeat(100)),
+            (LAST_APPLIED_ANNOTATION.to_string(), "{...}".repeat(100)),
+            ("team.example.com/note".to_string(), "poke".to_string()),
         ]));
         cr.metadata.labels = Some(BTreeMap::from([("team".to_string(), "docs".to_string())]));
         cr.metadata.finalizers = Some(vec!["example.com/keep".into()]);
         let view = cached(&cr).view();
         assert_eq!(view.refresh_request(), cr.refresh_request());
-        assert_eq!(view.metadata.annotations.as_ref().map(BTreeMap::len), Some(1));
+        let annotations = view.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), [REFRESH_ANNOTATION, "team.example.com/note"]);
         assert_eq!(
             (
                 view.metadata.name,
