@@ -6,7 +6,7 @@ export TESTBINS_DIR
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
 .PHONY: all build testbins host-deps testbins-update crds manifests lint deny release image image-check \
-	check-docker-context test cluster cluster-down bench demo demo-down
+	check-docker-context test cluster cluster-down bench bench-large demo demo-down
 
 all: build
 
@@ -80,6 +80,16 @@ cluster-down:
 
 ## bench: the scale benchmark (not part of `make test`); results in bench/results/
 bench: testbins release
+	$(CARGO) run --release -p bench
+
+## bench-large: `make bench` with N = 100,000 as well (BENCH_SIZES=100,1000,10000,100000, about
+## an hour more on two cores; etcd's quota is 8 GiB for it) and per-credential series only for
+## credentials that need attention (BENCH_CREDENTIAL_METRICS=unhealthy, the operator's
+## --credential-metrics; set it empty for the operator's default). Either variable set in the
+## environment wins.
+bench-large: testbins release
+	BENCH_SIZES="$${BENCH_SIZES:-100,1000,10000,100000}" \
+	BENCH_CREDENTIAL_METRICS="$${BENCH_CREDENTIAL_METRICS-unhealthy}" \
 	$(CARGO) run --release -p bench
 
 ## demo: control plane (+ node) + development token server + operator + examples/

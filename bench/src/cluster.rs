@@ -7,15 +7,16 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use groupdocs_dev_token_server::DevServer;
 use groupdocs_token_operator::crd::GroupDocsCredential;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use test_support::{kubeconfig, metrics, objects, wait};
+use test_support::{kubeconfig, metrics, objects, process, wait};
 
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The ServiceAccount of the plain manifests (the chart's), and its namespace.
@@ -23,7 +24,9 @@ const SERVICE_ACCOUNT: &str = "groupdocs-token-operator";
 const SERVICE_ACCOUNT_NS: &str = "groupdocs-token-operator";
 /// Long enough for the longest run.
 const SERVICE_ACCOUNT_TOKEN_LIFETIME: &str = "24h";
-/// Watches and lists of 10,000 objects take a while on a loaded machine.
+/// How long one request may go unanswered. Lists are paged (500 objects a page) and watches
+/// end after at most 290 s, so this bounds one page or one write on a loaded API server, at
+/// any N.
 const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Requests in flight while the benchmark creates its objects.
 pub const CREATE_CONCURRENCY: usize = 32;
@@ -31,8 +34,11 @@ const UNRELATED_CREATE_CONCURRENCY: usize = 64;
 /// The size of an unrelated Secret's value.
 const UNRELATED_SECRET_BYTES: usize = 512;
 const UNRELATED_NS: &str = "unrelated";
-/// How long a population may take to become Ready.
-const ALL_READY_DEADLINE: Duration = Duration::from_secs(1800);
+/// How long a population of N may take to become Ready: [`ALL_READY_BASE`] and
+/// [`ALL_READY_PER_CREDENTIAL`] each (an hour and more at 100,000; the cold start is expected
+/// to take 10-15 minutes there on two cores, the floor the same).
+const ALL_READY_BASE: Duration = Duration::from_secs(1800);
+const ALL_READY_PER_CREDENTIAL: Duration = Duration::from_millis(20);
 /// How long one new credential may take, and how often it is looked at (the creation-to-Ready
 /// latency is measured at this resolution).
 const READY_DEADLINE: Duration = Duration::from_secs(120);
@@ -42,6 +48,14 @@ const API_REQUESTS: &str = "apiserver_request_total";
 const COUNTED_RESOURCES: [&str; 3] = ["secrets", "groupdocscredentials", "events"];
 /// Verbs that write.
 const WRITE_VERBS: [&str; 7] = ["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"];
+/// etcd's space quota: room for the largest run's objects and all their revisions until
+/// compaction (100,000 credentials, their Secrets, status writes and events, then the floor's
+/// same again, on top of the smaller sizes'), where the default 2 GiB could fill up and turn
+/// the cluster read-only. 8 GiB is etcd's documented maximum recommendation.
+const ETCD_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// Watch errors (a 410 after compaction, a dropped connection) restart the observer's watch
+/// after this long instead of ending it.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// The control plane and the clients the scenarios use.
 pub struct Cluster {
@@ -57,7 +71,8 @@ impl Cluster {
     /// Starts a control plane in `dir` and applies the operator's plain manifests.
     pub async fn start(dir: &Path) -> Cluster {
         let _ = std::fs::remove_dir_all(dir);
-        let cp = testenv::ControlPlane::start(dir, testenv::Lifetime::Attached).expect("control plane");
+        let cp = testenv::ControlPlane::start_with(dir, testenv::Lifetime::Attached, &control_plane_options())
+            .expect("control plane");
         let kubectl = |args: &[&str]| cp.kubectl_run(args).unwrap_or_else(|e| panic!("{e}"));
         kubectl(&["apply", "--server-side", "-f", &format!("{ROOT}/deploy/manifests/groupdocs-token-operator.yaml")]);
         kubectl(&["wait", "--for=condition=Established", "crd/groupdocscredentials.groupdocs.cloud"]);
@@ -90,6 +105,44 @@ impl Cluster {
             *out.entry(format!("{} {}{subresource}", label("verb"), label("resource"))).or_default() += sample.value;
         }
         out
+    }
+}
+
+/// The control plane's sizing beyond the defaults: etcd's quota only. kube-apiserver's
+/// defaults suffice: lists are paged, its watch cache sizes itself, priority and fairness
+/// (400 + 200 seats) queues rather than rejects the creators' and the operator's requests, and
+/// events expire after an hour as in production. Changing them would measure a cluster tuned
+/// for the benchmark rather than a stock one.
+fn control_plane_options() -> testenv::Options {
+    testenv::Options { etcd_args: vec![format!("--quota-backend-bytes={ETCD_QUOTA_BYTES}")], ..Default::default() }
+}
+
+/// What the control plane uses at one moment: the floor's own limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ControlPlaneUsage {
+    /// kube-apiserver's resident memory now and at its peak so far (`VmHWM`), in MiB.
+    pub apiserver_rss_mib: f64,
+    pub apiserver_peak_rss_mib: f64,
+    pub etcd_rss_mib: f64,
+    pub etcd_peak_rss_mib: f64,
+    /// etcd's database file (what the quota limits; it does not shrink without a defrag).
+    pub etcd_db_bytes: u64,
+    pub etcd_quota_bytes: u64,
+}
+
+impl Cluster {
+    /// kube-apiserver's and etcd's memory and etcd's database size, now.
+    pub fn usage(&self) -> ControlPlaneUsage {
+        let pid = |name: &str| self.cp.pid(name).unwrap_or_else(|| panic!("{name} is not running"));
+        let (apiserver, etcd) = (pid("kube-apiserver"), pid("etcd"));
+        ControlPlaneUsage {
+            apiserver_rss_mib: process::rss_mib(apiserver),
+            apiserver_peak_rss_mib: process::peak_rss_mib(apiserver),
+            etcd_rss_mib: process::rss_mib(etcd),
+            etcd_peak_rss_mib: process::peak_rss_mib(etcd),
+            etcd_db_bytes: std::fs::metadata(self.cp.etcd_db()).map(|m| m.len()).unwrap_or(0),
+            etcd_quota_bytes: ETCD_QUOTA_BYTES,
+        }
     }
 }
 
@@ -189,27 +242,56 @@ pub async fn wait_ready(client: &Client, ns: &str, name: &str) {
     assert!(ready.is_some(), "{name} not Ready");
 }
 
-/// Watches until `n` credentials are Ready; returns when each was first seen Ready.
-pub fn watch_ready(client: &Client, ns: &str, n: usize) -> impl Future<Output = Vec<Instant>> + use<> {
+/// How long a population of `n` may take to become Ready.
+pub fn all_ready_deadline(n: usize) -> Duration {
+    ALL_READY_BASE + ALL_READY_PER_CREDENTIAL * u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Starts watching the credentials of `ns` and returns once the watch has listed them, so
+/// that a clock started next does not include the observer's own list (200 pages at
+/// 100,000). The future it returns waits until `n` are Ready and gives when each was first
+/// seen Ready.
+pub async fn watch_ready(client: &Client, ns: &str, n: usize) -> impl Future<Output = Vec<Instant>> + use<> {
     let api: Api<GroupDocsCredential> = Api::namespaced(client.clone(), ns);
+    let ns = ns.to_string();
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let mut ready: HashMap<String, Instant> = HashMap::new();
-        let stream = watcher(api, watcher::Config::default()).applied_objects();
-        let mut stream = std::pin::pin!(stream);
-        while let Ok(Some(cr)) = stream.try_next().await {
-            if objects::is_ready(&cr) {
-                ready.entry(cr.metadata.name.clone().unwrap_or_default()).or_insert_with(Instant::now);
-                if ready.len() >= n {
-                    break;
+        // Only names and times are kept, never the objects.
+        let mut ready: HashMap<String, Instant> = HashMap::with_capacity(n);
+        let mut listed_tx = Some(listed_tx);
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while ready.len() < n {
+            match stream.next().await {
+                Some(Ok(watcher::Event::Apply(cr) | watcher::Event::InitApply(cr))) => {
+                    if objects::is_ready(&cr) {
+                        ready.entry(cr.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
+                    }
                 }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::Delete(_))) => {}
+                // The watcher lists again on its next poll: a 410 or a dropped connection in
+                // an hour-long cold start must not end the observation.
+                Some(Err(e)) => {
+                    eprintln!("bench: the watch of {ns}'s credentials failed ({e}); watching again");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                }
+                None => break,
             }
         }
         ready.into_values().collect::<Vec<_>>()
     });
+    let deadline = all_ready_deadline(n);
+    // An error (the task ended) shows in the future below; a watch that never lists does here.
+    let never_listed = tokio::time::timeout(deadline, listed).await.is_err();
+    assert!(!never_listed, "the credentials of a namespace not listed within {deadline:?}");
     async move {
-        let ready = tokio::time::timeout(ALL_READY_DEADLINE, task)
+        let ready = tokio::time::timeout(deadline, task)
             .await
-            .unwrap_or_else(|_| panic!("all Ready within {ALL_READY_DEADLINE:?}"))
+            .unwrap_or_else(|_| panic!("all Ready within {deadline:?}"))
             .unwrap();
         assert_eq!(ready.len(), n);
         ready

@@ -50,7 +50,11 @@ impl Floor<'_> {
                 let crs = crs.clone();
                 async move {
                     let cr = objects::credential(&format!("f-{i}"), cluster::credential_spec(i % clients, self.dev));
-                    crs.create(&PostParams::default(), &cr).await.unwrap()
+                    let mut cr = crs.create(&PostParams::default(), &cr).await.unwrap();
+                    // Held until written, 100,000 of them at the largest size: the Secret and
+                    // the status need the name, uid, generation and spec, not the field owners.
+                    cr.metadata.managed_fields = None;
+                    cr
                 }
             })
             .buffer_unordered(SETUP_CONCURRENCY)
@@ -63,7 +67,7 @@ impl Floor<'_> {
             scope: None,
             client_secret_version: "1".into(),
         };
-        let observer = cluster::watch_ready(&cluster.admin, &ns, n);
+        let observer = cluster::watch_ready(&cluster.admin, &ns, n).await;
         let secrets: Api<Secret> = Api::namespaced(cluster.sa.clone(), &ns);
         let status: Api<GroupDocsCredential> = Api::namespaced(cluster.sa.clone(), &ns);
         let events: Api<Event> = Api::namespaced(cluster.sa.clone(), &ns);

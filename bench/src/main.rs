@@ -1,7 +1,13 @@
 //! `make bench`: the operator at scale on a local control plane and the development token
 //! server ([`TOKEN_LATENCY_MS`] of latency). The operator runs as the chart's ServiceAccount,
 //! so the API server's priority and fairness limits apply to it as in production. Writes
-//! `bench/results/latest.{json,md}` and two SVG plots. Not part of `make test`.
+//! `bench/results/latest.{json,md}` (with issue #14's targets checked against the largest
+//! population) and four SVG plots: time to Ready and peak RSS over N, and both per
+//! credential. Not part of `make test`; `make bench-large` adds N = 100,000.
+//!
+//! Per population: the operator's baseline (no credentials) once, then for each N the cold
+//! start, idle, restart, a `/metrics` scrape of the restarted operator, the floor, and the
+//! control plane's own memory and etcd size after the cold start and after the floor.
 //!
 //! Environment: `BENCH_SIZES` (default `100,1000,10000`), `BENCH_IDLE_SECS` (300),
 //! `BENCH_UNRELATED` (30000), `BENCH_NEW` (100), `BENCH_LOG_LEVEL` (warn),
@@ -12,7 +18,8 @@
 //! selects; 0 skips it), `BENCH_SCENARIOS` (`populations,wave,sharding,fanout`: the
 //! scenarios to run; a run of some only updates them in the existing `latest.json`),
 //! `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
-//! (target/release/groupdocs-token-operator).
+//! (target/release/groupdocs-token-operator), `BENCH_CREDENTIAL_METRICS` (passed to every
+//! operator as `--credential-metrics=<value>` when set; unset: the operator's default).
 //!
 //! By concern: [`cluster`] (control plane, objects, API request counts), [`operator`] (the
 //! operator under test), [`floor`], [`wave`], [`sharding`], [`fanout`], [`report`]; here, the inputs and
@@ -36,8 +43,8 @@ use test_support::{Operator, process};
 use crate::cluster::{Cluster, ROOT, diff, writes};
 use crate::fanout::Fanout;
 use crate::floor::Floor;
-use crate::operator::{OperatorCommand, run_settings, wait_reconciled};
-use crate::report::{NewCredentials, Report, Row, Unrelated, percentiles};
+use crate::operator::{OperatorCommand, ready_deadline, run_settings, scrape_metrics, wait_reconciled};
+use crate::report::{Baseline, NewCredentials, Report, Row, Unrelated, percentiles};
 use crate::sharding::Sharding;
 use crate::wave::Wave;
 
@@ -49,6 +56,8 @@ const CREDENTIALS_PER_CLIENT: usize = 10;
 const UNRELATED_SETTLE: Duration = Duration::from_secs(10);
 /// New credentials beside the largest population come one per this interval.
 const NEW_CREDENTIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// The empty namespace the baseline operator watches.
+const BASELINE_NS: &str = "bench-baseline";
 
 /// The inputs, from the environment.
 struct Config {
@@ -96,6 +105,7 @@ impl Config {
                 wrapper: var("BENCH_OPERATOR_WRAPPER").unwrap_or_default(),
                 log_level: var("BENCH_LOG_LEVEL").unwrap_or_else(|| "warn".into()),
                 log_dir: std::env::temp_dir().join("gdto-bench-logs"),
+                credential_metrics: var("BENCH_CREDENTIAL_METRICS").filter(|v| !v.is_empty()),
             },
         }
     }
@@ -164,6 +174,8 @@ async fn main() {
     if config.scenarios.populations {
         report.rows.clear();
         (report.unrelated_secrets, report.new_crs) = (None, None);
+        report.credential_metrics = config.operator.credential_metrics.clone();
+        report.baseline = Some(baseline(&config, &cluster, &dev).await);
     }
     for &n in sizes {
         let ns = format!("bench-{n}");
@@ -174,7 +186,8 @@ async fn main() {
         if let Some((_, _, mut op)) = last.take() {
             op.stop();
         }
-        let (row, op) = population(&config, &cluster, &dev, &floor, &ns, n, clients).await;
+        let (mut row, op) = population(&config, &cluster, &dev, &floor, &ns, n, clients).await;
+        row.derive_per_credential(report.baseline.as_ref().expect("measured before the populations"));
         report.rows.push(row);
         last = Some((ns, clients, op));
     }
@@ -223,8 +236,23 @@ async fn main() {
     report.write(&config.results);
 }
 
+/// The operator with no credentials: started on an empty namespace, read once ready and
+/// scraped once (the restarted instances the rows subtract it from have served `/metrics`).
+async fn baseline(config: &Config, cluster: &Cluster, dev: &DevServer) -> Baseline {
+    let _ = test_support::objects::create_namespace(&cluster.admin, BASELINE_NS).await;
+    let mut op = config.operator.start(&cluster.sa_kubeconfig, BASELINE_NS, dev);
+    op.wait_ready(ready_deadline(0)).await;
+    scrape_metrics(&op).await;
+    let baseline = Baseline { rss_mib: process::rss_mib(op.pid()), peak_rss_mib: process::peak_rss_mib(op.pid()) };
+    op.stop();
+    eprintln!("bench: baseline: {:.1} MiB RSS, {:.1} MiB peak", baseline.rss_mib, baseline.peak_rss_mib);
+    baseline
+}
+
 /// One population of `n` credentials over `clients` clients in `ns`: cold start, idle,
-/// restart with valid tokens, and the floor. Returns the row and the restarted operator.
+/// restart with valid tokens, a `/metrics` scrape, and the floor. The operator watches `ns`
+/// alone: the floor's namespace and the other populations' are not its to see. Returns the
+/// row and the restarted operator.
 async fn population(
     config: &Config,
     cluster: &Cluster,
@@ -240,7 +268,7 @@ async fn population(
     cluster::create_credentials(&cluster.admin, ns, n, clients, dev).await;
     let api_before = cluster.api_requests();
     let tokens_before = dev.stats().token_requests;
-    let watch = cluster::watch_ready(&cluster.admin, ns, n);
+    let watch = cluster::watch_ready(&cluster.admin, ns, n).await;
     let started = Instant::now();
     let mut op = config.operator.start(&cluster.sa_kubeconfig, ns, dev);
     let ready_at = watch.await;
@@ -251,6 +279,7 @@ async fn population(
     row.api_requests = diff(&cluster.api_requests(), &api_before);
     row.peak_rss_mib = process::peak_rss_mib(op.pid());
     row.cpu_s = process::cpu_seconds(op.pid());
+    row.control_plane_after_cold_start = cluster.usage();
     eprintln!("bench: N={n}: all Ready in {:.1}s, p50 {} ms, p99 {} ms", row.cold_start_s, row.p50_ms, row.p99_ms);
 
     // Idle: nothing to do, nothing may be written or fetched.
@@ -273,10 +302,16 @@ async fn population(
     row.restart_peak_rss_mib = process::peak_rss_mib(op.pid());
     row.restart_writes = writes(&diff(&cluster.api_requests(), &api_before));
     row.restart_token_requests = dev.stats().token_requests - tokens_before;
+    row.metrics_scrape = scrape_metrics(&op).await;
+    eprintln!(
+        "bench: N={n}: restart {:.1}s; /metrics {:.0} ms, {} bytes, {} series",
+        row.restart_s, row.metrics_scrape.ms, row.metrics_scrape.bytes, row.metrics_scrape.series
+    );
 
     // The floor: the same writes by a plain parallel client, as the same ServiceAccount.
     row.floor_s = floor.run(cluster, n, clients).await.as_secs_f64();
     row.ratio = row.cold_start_s / row.floor_s;
+    row.control_plane_after_floor = cluster.usage();
     eprintln!("bench: N={n}: floor {:.1}s, ratio {:.2}", row.floor_s, row.ratio);
     (row, op)
 }

@@ -103,7 +103,7 @@ async fn cold_start(
     cluster::create_client_secrets(&cluster.admin, ns, clients).await;
     create_labelled_credentials(&cluster.admin, ns, n, clients, dev).await;
     let tokens_before = dev.stats().token_requests;
-    let watch = cluster::watch_ready(&cluster.admin, ns, n);
+    let watch = cluster::watch_ready(&cluster.admin, ns, n).await;
     let started = Instant::now();
     let mut ops: Vec<Operator> = shards.iter().map(|shard| start(cluster, operator, dev, ns, *shard)).collect();
     watch.await;

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use groupdocs_dev_token_server::{DevServer, DevServerArgs};
 use groupdocs_token_operator::crd::GroupDocsCredential;
 use groupdocs_token_operator::target::{MANAGED_BY, MANAGED_BY_LABEL};
@@ -66,7 +66,7 @@ impl Wave {
         let _ = objects::create_namespace(admin, NS).await;
         cluster::create_client_secrets(admin, NS, clients).await;
         cluster::create_credentials(admin, NS, n, clients, &dev).await;
-        let ready = cluster::watch_ready(admin, NS, n);
+        let ready = cluster::watch_ready(admin, NS, n).await;
         let mut op = operator.start(&cluster.sa_kubeconfig, NS, &dev);
         ready.await;
         let observe = lifetime * OBSERVED_LIFETIMES;
@@ -80,8 +80,11 @@ impl Wave {
             let (held, margins) = (held.clone(), margins.clone());
             tokio::spawn(async move {
                 let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-                let mut stream = std::pin::pin!(watcher(secrets, config).applied_objects());
-                while let Ok(Some(secret)) = stream.try_next().await {
+                // A watch error (a 410, a dropped connection) is retried after a backoff, not
+                // the end of the observation.
+                let mut stream = std::pin::pin!(watcher(secrets, config).default_backoff().applied_objects());
+                while let Some(item) = stream.next().await {
+                    let Ok(secret) = item else { continue };
                     let read = |k: &str| {
                         secret.data.as_ref().and_then(|d| d.get(k)).map(|v| String::from_utf8_lossy(&v.0).into_owned())
                     };
