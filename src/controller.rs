@@ -252,7 +252,7 @@ fn restore_budget(shared: &Shared) {
     let synced = shared.scopes.get().into_iter().flatten().filter(|c| c.synced.all());
     let namespaced = synced
         .flat_map(|c| c.credentials.state())
-        .map(|cr| (cr.spec.token_url.clone(), cr.namespace().unwrap_or_default(), cr.status.clone()));
+        .map(|cr| (cr.spec.token_url.clone(), cr.namespace().unwrap_or_default(), cr.status_fields().cloned()));
     // A cluster credential's requests count for the tenant of its client Secret's namespace.
     let cluster_tenant = &shared.settings.cluster_resource_namespace;
     let cluster = shared.cluster.get().filter(|(_, synced)| synced.all()).into_iter().flat_map(|(store, _)| {

@@ -151,21 +151,16 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Recomputes the gauges that describe credentials from `(namespace, name, status)` of
-    /// every cached one, so that a deleted credential leaves no stale series behind.
-    pub fn describe_credentials<'a>(
-        &self,
-        credentials: impl Iterator<Item = (&'a str, &'a str, Option<&'a GroupDocsCredentialStatus>)>,
-        now: Timestamp,
-    ) {
+    /// Recomputes the gauges that describe credentials from every cached one, so that a
+    /// deleted credential leaves no stale series behind.
+    pub fn describe_credentials<'a>(&self, credentials: impl Iterator<Item = Described<'a>>, now: Timestamp) {
         self.token_expiry.clear();
         self.rate_limited_until.clear();
         self.credentials.clear();
         self.credential_ready.clear();
         let mut counts: [(&str, i64); 3] = [("True", 0), ("False", 0), ("Unknown", 0)];
         let mut earliest: Option<Timestamp> = None;
-        for (namespace, name, status) in credentials {
-            let ready = status.map_or("Unknown", ready_status);
+        for Described { namespace, name, ready, status } in credentials {
             if let Some(count) = counts.iter_mut().find(|(s, _)| *s == ready) {
                 count.1 += 1;
             }
@@ -227,7 +222,17 @@ impl Metrics {
     }
 }
 
-fn ready_status(status: &GroupDocsCredentialStatus) -> &str {
+/// A credential as the gauges see it.
+pub struct Described<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The status of its `Ready` condition ([`ready_status`]).
+    pub ready: &'a str,
+    pub status: Option<&'a GroupDocsCredentialStatus>,
+}
+
+/// `True`, `False`, or `Unknown` when there is no `Ready` condition.
+pub fn ready_status(status: &GroupDocsCredentialStatus) -> &str {
     status.conditions.iter().find(|c| c.type_ == crate::conditions::READY).map_or("Unknown", |c| c.status.as_str())
 }
 
@@ -286,7 +291,13 @@ mod tests {
             ("b", "overdue", Some(&overdue)),
             ("b", "new", None),
         ];
-        m.describe_credentials(creds.into_iter(), Timestamp::from_second(1000).unwrap());
+        let described = creds.into_iter().map(|(namespace, name, status)| Described {
+            namespace,
+            name,
+            ready: status.map_or("Unknown", ready_status),
+            status,
+        });
+        m.describe_credentials(described, Timestamp::from_second(1000).unwrap());
         m.encode()
     }
 

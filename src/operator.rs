@@ -13,7 +13,7 @@ use crate::controller::{self, Caches, SecretAccess, Settings, Shared};
 use crate::error::{Error, Limit};
 use crate::http::{self, Readiness};
 use crate::leader::{self, Role};
-use crate::metrics::Metrics;
+use crate::metrics::{Described, Metrics, ready_status};
 use crate::policy::TokenUrlPolicy;
 use crate::redact::Sensitive;
 use crate::token::broker::{Broker, BrokerConfig, Fetch};
@@ -239,14 +239,18 @@ fn refresh_gauges(metrics: &Metrics, caches: &[Caches], cluster: Option<&crate::
         .flat_map(|store| store.state())
         .map(|cr| (cr.metadata.name.clone().unwrap_or_default(), cr.status.clone().map(served_token)))
         .collect();
-    let namespaced = namespaced.iter().map(|cr| {
-        (
-            cr.metadata.namespace.as_deref().unwrap_or_default(),
-            cr.metadata.name.as_deref().unwrap_or_default(),
-            cr.status.as_ref(),
-        )
+    let namespaced = namespaced.iter().map(|cr| Described {
+        namespace: cr.metadata.namespace.as_deref().unwrap_or_default(),
+        name: cr.metadata.name.as_deref().unwrap_or_default(),
+        ready: cr.ready(),
+        status: cr.status_fields(),
     });
-    let cluster = cluster.iter().map(|(name, status)| ("", name.as_str(), status.as_ref()));
+    let cluster = cluster.iter().map(|(name, status)| Described {
+        namespace: "",
+        name,
+        ready: status.as_ref().map_or("Unknown", ready_status),
+        status: status.as_ref(),
+    });
     metrics.describe_credentials(namespaced.chain(cluster), Timestamp::now());
 }
 

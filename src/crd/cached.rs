@@ -1,16 +1,19 @@
 //! The credential as the cache keeps it, the way token Secrets are kept as
 //! [`crate::target::CachedSecret`]s: the spec, the metadata a reconcile reads, and the status
-//! without the condition messages nothing reads, plus a digest of the whole status to tell
-//! whether a status to write differs from the one the API server holds.
+//! with its conditions in a compact form (the words they repeat stored once, the messages
+//! nothing reads dropped), plus a digest of the whole status to tell whether a status to write
+//! differs from the one the API server holds.
 //!
 //! A cluster-wide operator holds one per credential for its whole life, so its size is the
 //! operator's memory per credential (README, Scale).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Mutex, OnceLock};
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::Resource;
 
 use super::{GroupDocsCredential, GroupDocsCredentialSpec, GroupDocsCredentialStatus};
@@ -23,17 +26,110 @@ pub struct CachedCredential {
     /// reconcile, as users expect of `kubectl annotate`), but not kubectl's copy of the object.
     pub metadata: ObjectMeta,
     pub spec: GroupDocsCredentialSpec,
-    /// Condition messages are kept only where a reconcile reads them (see [`keeps_message`]).
-    pub status: Option<GroupDocsCredentialStatus>,
+    /// Without its conditions: they are in `conditions`.
+    status: Option<GroupDocsCredentialStatus>,
+    conditions: Box<[CachedCondition]>,
     /// [`status_digest`] of the status as the API server holds it.
     digest: u64,
+}
+
+/// A status condition as the cache keeps it: `type`, `status` and `reason` are a few words
+/// repeated in every credential, stored once ([`Words`]), and only the messages a reconcile
+/// reads are kept ([`keeps_message`]). A condition with words beyond the table is kept whole.
+#[derive(Clone, Debug, PartialEq)]
+enum CachedCondition {
+    Compact { words: [u16; 3], message: Box<str>, last_transition_time: Time, observed_generation: Option<i64> },
+    Whole(Box<Condition>),
+}
+
+impl CachedCondition {
+    fn of(c: Condition) -> Self {
+        let message = if keeps_message(&c.reason) { c.message.as_str().into() } else { Box::default() };
+        match [&c.type_, &c.status, &c.reason].map(|w| Words::index(w)) {
+            [Some(t), Some(s), Some(r)] => CachedCondition::Compact {
+                words: [t, s, r],
+                message,
+                last_transition_time: c.last_transition_time,
+                observed_generation: c.observed_generation,
+            },
+            _ => CachedCondition::Whole(Box::new(Condition { message: message.into(), ..c })),
+        }
+    }
+
+    fn condition(&self) -> Condition {
+        match self {
+            CachedCondition::Compact { words, message, last_transition_time, observed_generation } => {
+                let [type_, status, reason] = words.map(|i| Words::word(i).to_string());
+                Condition {
+                    type_,
+                    status,
+                    reason,
+                    message: message.to_string(),
+                    last_transition_time: last_transition_time.clone(),
+                    observed_generation: *observed_generation,
+                }
+            }
+            CachedCondition::Whole(c) => (**c).clone(),
+        }
+    }
+
+    fn is(&self, type_: &str) -> Option<&str> {
+        match self {
+            CachedCondition::Compact { words: [t, s, _], .. } => (Words::word(*t) == type_).then(|| Words::word(*s)),
+            CachedCondition::Whole(c) => (c.type_ == type_).then_some(c.status.as_str()),
+        }
+    }
+}
+
+/// The words of conditions (types, statuses, reasons), each stored once for the process.
+/// At most [`MAX_WORDS`] of them: the operator writes about twenty, and anyone who can write
+/// status could invent more (those conditions are kept whole rather than grow the table).
+struct Words {
+    list: Vec<&'static str>,
+    index: HashMap<&'static str, u16>,
+}
+
+const MAX_WORDS: usize = 256;
+
+impl Words {
+    fn table() -> &'static Mutex<Words> {
+        static WORDS: OnceLock<Mutex<Words>> = OnceLock::new();
+        WORDS.get_or_init(|| Mutex::new(Words { list: Vec::new(), index: HashMap::new() }))
+    }
+
+    /// The index of `word`, added to the table if there is room.
+    fn index(word: &str) -> Option<u16> {
+        let mut words = crate::lock(Words::table());
+        if let Some(i) = words.index.get(word) {
+            return Some(*i);
+        }
+        if words.list.len() >= MAX_WORDS || word.len() > 64 {
+            return None;
+        }
+        let stored: &'static str = Box::leak(word.into());
+        let i = u16::try_from(words.list.len()).ok()?;
+        words.list.push(stored);
+        words.index.insert(stored, i);
+        Some(i)
+    }
+
+    fn word(i: u16) -> &'static str {
+        crate::lock(Words::table()).list.get(usize::from(i)).copied().unwrap_or_default()
+    }
 }
 
 impl From<GroupDocsCredential> for CachedCredential {
     fn from(cr: GroupDocsCredential) -> Self {
         let GroupDocsCredential { metadata, spec, status } = cr;
         let digest = status_digest(status.as_ref());
-        CachedCredential { metadata: compact_metadata(metadata), spec, status: status.map(compact_status), digest }
+        let (status, conditions) = match status {
+            Some(mut status) => {
+                let conditions = std::mem::take(&mut status.conditions).into_iter().map(CachedCondition::of).collect();
+                (Some(status), conditions)
+            }
+            None => (None, Box::default()),
+        };
+        CachedCredential { metadata: compact_metadata(metadata), spec, status, conditions, digest }
     }
 }
 
@@ -41,7 +137,22 @@ impl CachedCredential {
     /// The credential a reconcile works on. Its status lacks the messages [`keeps_message`]
     /// drops: compare a new status with [`CachedCredential::status_differs`], not with it.
     pub fn view(&self) -> GroupDocsCredential {
-        GroupDocsCredential { metadata: self.metadata.clone(), spec: self.spec.clone(), status: self.status.clone() }
+        let status = self.status.as_ref().map(|status| GroupDocsCredentialStatus {
+            conditions: self.conditions.iter().map(CachedCondition::condition).collect(),
+            ..status.clone()
+        });
+        GroupDocsCredential { metadata: self.metadata.clone(), spec: self.spec.clone(), status }
+    }
+
+    /// The status's fields other than its conditions (for those, [`CachedCredential::ready`]
+    /// or [`CachedCredential::view`]).
+    pub fn status_fields(&self) -> Option<&GroupDocsCredentialStatus> {
+        self.status.as_ref()
+    }
+
+    /// The status of the `Ready` condition: `True`, `False` or `Unknown` (also when absent).
+    pub fn ready(&self) -> &str {
+        self.conditions.iter().find_map(|c| c.is(crate::conditions::READY)).unwrap_or("Unknown")
     }
 
     /// Whether writing `status` would change the status the API server holds.
@@ -87,16 +198,6 @@ fn compact_metadata(metadata: ObjectMeta) -> ObjectMeta {
 
 /// `kubectl apply`'s copy of the whole object: large, and never read here.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-fn compact_status(mut status: GroupDocsCredentialStatus) -> GroupDocsCredentialStatus {
-    for condition in &mut status.conditions {
-        if !keeps_message(&condition.reason) {
-            condition.message = String::new();
-        }
-    }
-    status.conditions.shrink_to_fit();
-    status
-}
 
 /// A failed token request's message is carried into the next status while the failure holds
 /// the credential back ([`crate::status::held_by_status`]); no other message is read.
@@ -265,6 +366,33 @@ mod tests {
             };
             assert_eq!(reasons(&a), reasons(&b), "events compare reasons");
         }
+    }
+
+    #[test]
+    fn ready_reads_the_ready_condition() {
+        for status in statuses() {
+            let expected = crate::metrics::ready_status(&status).to_string();
+            assert_eq!(cached(&full(Some(status))).ready(), expected);
+        }
+        assert_eq!(cached(&full(None)).ready(), "Unknown");
+    }
+
+    #[test]
+    fn conditions_with_words_beyond_the_table_are_kept_whole() {
+        // Known before the table fills (other tests share it).
+        let ready = Words::index("Ready").unwrap();
+        for i in 0..MAX_WORDS + 10 {
+            let _ = Words::index(&format!("Invented{i}"));
+        }
+        assert_eq!(Words::index(&format!("Invented{}", MAX_WORDS + 9)), None, "the table is bounded");
+        assert_eq!(Words::index("Ready"), Some(ready), "known words are still shared");
+        assert_eq!(Words::index(&"x".repeat(65)), None);
+        let mut status = statuses().remove(0);
+        status.conditions[0].reason = "x".repeat(65);
+        let cache = cached(&full(Some(status.clone())));
+        assert!(matches!(cache.conditions[0], CachedCondition::Whole(_)));
+        assert_eq!(cache.view().status.unwrap().conditions[0].reason, status.conditions[0].reason);
+        assert!(!cache.status_differs(&status));
     }
 
     #[test]
