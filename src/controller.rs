@@ -18,7 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::crd::{CachedCredential, ClusterGroupDocsCredential};
+use crate::crd::{CachedCredential, ClusterGroupDocsCredential, GroupDocsCredential};
 use crate::error::Error;
 use crate::events::Publisher;
 use crate::guard::{Guarded, guarded};
@@ -29,6 +29,7 @@ use crate::schedule;
 use crate::target::{CLUSTER_CREDENTIAL_LABEL, CachedSecret, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::token::broker::Broker;
 use crate::token::client::HttpTokenClient;
+use crate::wakes::Wakes;
 use crate::writes::RecentWrites;
 
 pub const FIELD_MANAGER: &str = "groupdocs-token-operator";
@@ -174,6 +175,20 @@ pub struct Context {
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
+    pub wakes: Arc<Wakes>,
+}
+
+impl Context {
+    /// The action that reconciles `cr` again at `t`: long waits go to [`Wakes`].
+    pub fn wake_at(&self, cr: &GroupDocsCredential, t: Timestamp, now: Timestamp) -> Action {
+        let after = crate::status::requeue_after(t, now);
+        if after < crate::wakes::LONG_WAIT {
+            return Action::requeue(after);
+        }
+        let (namespace, name) = (cr.namespace().unwrap_or_default(), cr.name_any());
+        self.wakes.at(&namespace, &name, schedule::add(now, SignedDuration::try_from(after).unwrap_or_default()));
+        Action::await_change()
+    }
 }
 
 /// Reconciles one credential: waits until the caches can be trusted, then runs
@@ -303,6 +318,8 @@ pub struct Caches {
     pub client_secrets: Store<Secret>,
     pub owned_secrets: Store<CachedSecret>,
     pub synced: Arc<Synced3>,
+    /// When each credential is next due.
+    pub wakes: Arc<Wakes>,
 }
 
 /// Whether each of a scope's three watches has completed its initial list.
@@ -379,6 +396,7 @@ pub async fn run(
             client_secrets: caches.client_secrets,
             owned_secrets: caches.owned_secrets,
             synced: caches.synced,
+            wakes: caches.wakes,
         });
         let shared = shared.clone();
         controller
@@ -459,8 +477,10 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     .touched_objects();
 
     let mapper_store = cr_reader.clone();
+    let wakes = Arc::new(Wakes::default());
     let mut controller = Controller::for_stream(crs, cr_reader.clone())
-        .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency));
+        .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency))
+        .watches_stream(wakes.clone().stream(), crate::wakes::credential_of);
     match shared.settings.secret_access {
         SecretAccess::Watch => {
             controller = controller.owns_stream(owned).watches_stream(client_secrets, move |secret| {
@@ -474,5 +494,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
             synced.owned_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
-    (controller, Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced })
+    let caches =
+        Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced, wakes };
+    (controller, caches)
 }

@@ -29,6 +29,7 @@ pub mod status;
 pub mod target;
 pub mod telemetry;
 pub mod token;
+pub mod wakes;
 pub mod writes;
 
 pub use error::{Error, Result};

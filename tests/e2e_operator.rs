@@ -111,6 +111,29 @@ async fn e2e_renews_before_expiry_with_short_lifetimes() {
     env.cleanup().await;
 }
 
+/// A renewal more than a minute away waits in the operator's own wake queue (`src/wakes.rs`),
+/// not kube-runtime's scheduler: it must still come, and before the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_renewal_minutes_away_still_comes_in_time() {
+    let env = env_with("longwait", DevServerArgs { expires_in: 120, ..Default::default() }).await;
+    env.create_credential("patient", "gd-client", json!({})).await;
+    env.wait_ready("patient").await;
+    let first = env.token_in("patient-token").await.unwrap();
+    let status = env.credentials().get("patient").await.unwrap().status.unwrap();
+    let (planned, first_exp) = (status.next_refresh_time.unwrap().0, status.expires_at.unwrap().0);
+    let wait = planned.duration_since(status.last_refresh_time.unwrap().0);
+    assert!(wait.as_secs() > 60, "the renewal must be planned more than a minute out: {wait}");
+    let renewed = wait_for("the renewed token", Duration::from_secs(150), || async {
+        env.token_in("patient-token").await.filter(|t| *t != first)
+    })
+    .await;
+    assert!(env.dev.accepts(&renewed));
+    let renewed_at = env.credentials().get("patient").await.unwrap().status.unwrap().last_refresh_time.unwrap().0;
+    assert!(renewed_at >= planned, "renewed at {renewed_at}, not before the planned {planned}");
+    assert!(renewed_at < first_exp, "renewed at {renewed_at}, before the old token expired at {first_exp}");
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_429_retry_after_is_honoured_and_ready_stays_true() {
     let env = env("ratelimit").await;

@@ -71,7 +71,7 @@ pub async fn reconcile(cached: Arc<CachedCredential>, ctx: Arc<Context>) -> Resu
         .flatten()
         .min();
     Ok(match wake {
-        Some(t) => Action::requeue(requeue_after(t, now)),
+        Some(t) => ctx.wake_at(&cr, t, now),
         None => Action::await_change(),
     })
 }
