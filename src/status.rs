@@ -112,9 +112,9 @@ pub(crate) fn usable_token(
     inputs: &Inputs,
     previous: &GroupDocsCredentialStatus,
 ) -> Option<TokenFacts> {
-    let (facts, issued_for) = secret.held_token()?;
+    let facts = secret.held_token_for(&inputs.issued_for)?;
     let untampered = previous.token_fingerprint.as_deref().is_none_or(|fp| *fp == facts.fingerprint);
-    if *issued_for != inputs.issued_for || !untampered {
+    if !untampered {
         return None;
     }
     Some(trusted_times(facts.clone(), previous))

@@ -41,12 +41,20 @@ const CONDITIONAL_ANNOTATIONS: [&str; 3] = [SCOPE_ANNOTATION, FORMAT_ANNOTATION,
 
 /// What a token was issued for. A stored token is reused only when all of it still holds;
 /// the client secret enters as the client Secret's resourceVersion, never as a hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IssuedFor {
     pub token_url: String,
     pub client_id: String,
     pub scope: Option<String>,
     pub client_secret_version: String,
+}
+
+impl IssuedFor {
+    fn digest(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
 /// Whose Secret a Secret of the target's name is. Decided by the controller ownerReference's
@@ -220,7 +228,9 @@ impl Markers {
 #[derive(Clone, Debug, PartialEq)]
 struct Held {
     facts: TokenFacts,
-    issued_for: IssuedFor,
+    /// [`IssuedFor::digest`]: only ever compared, and a third of the cached Secret's size
+    /// as strings.
+    issued_for: u64,
     /// The format the token was found in.
     format: TokenFormat,
     /// The data is exactly what [`render`] writes for this token in this format.
@@ -232,7 +242,7 @@ impl From<Secret> for CachedSecret {
         let held = read_held(&secret).map(|(token, issued_for, format)| Held {
             exact: is_exact(&secret, format, &token),
             facts: token.facts(),
-            issued_for,
+            issued_for: issued_for.digest(),
             format,
         });
         let Secret { mut metadata, type_, .. } = secret;
@@ -280,9 +290,14 @@ impl Resource for CachedSecret {
 }
 
 impl CachedSecret {
-    /// The token it holds and what it was issued for, if complete and readable.
-    pub fn held_token(&self) -> Option<(&TokenFacts, &IssuedFor)> {
-        self.held.as_ref().map(|h| (&h.facts, &h.issued_for))
+    /// The token it holds, if complete and readable.
+    pub fn held_token(&self) -> Option<&TokenFacts> {
+        self.held.as_ref().map(|h| &h.facts)
+    }
+
+    /// The token it holds, if complete, readable and issued for `issued_for`.
+    pub fn held_token_for(&self, issued_for: &IssuedFor) -> Option<&TokenFacts> {
+        self.held.as_ref().filter(|h| h.issued_for == issued_for.digest()).map(|h| &h.facts)
     }
 }
 
@@ -324,7 +339,7 @@ pub fn desired(target: &Target, facts: &TokenFacts, issued_for: &IssuedFor) -> C
         type_: Some("Opaque".to_string()),
         held: Some(Held {
             facts: facts.clone(),
-            issued_for: issued_for.clone(),
+            issued_for: issued_for.digest(),
             format: target.spec.format,
             exact: true,
         }),

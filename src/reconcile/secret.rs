@@ -85,7 +85,7 @@ pub(crate) async fn write_secret(
 
 /// The token of the full Secret, when it is still the one the cache showed.
 fn token_in_place(existing: &Secret, desired: &CachedSecret) -> Option<Token> {
-    let want = desired.held_token().map(|(facts, _)| facts);
+    let want = desired.held_token();
     match (target::read_token(existing), want) {
         // The times are the trusted ones (from status), not whatever the Secret now says.
         (Some((token, _)), Some(facts)) if token.access_token.fingerprint() == facts.fingerprint => {

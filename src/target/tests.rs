@@ -86,7 +86,10 @@ fn the_cached_view_of_a_rendered_secret_is_the_desired_view() {
     let rendered = CachedSecret::from(render(&Target::of(&cr), &token(), &issued_for()).unwrap());
     let want = desired(&Target::of(&cr), &token().facts(), &issued_for());
     assert!(!needs_update(&rendered, &want));
-    assert_eq!(rendered.held_token(), Some((&token().facts(), &issued_for())));
+    assert_eq!(rendered.held_token_for(&issued_for()), Some(&token().facts()));
+    let other = IssuedFor { client_secret_version: "43".into(), ..issued_for() };
+    assert_eq!(rendered.held_token_for(&other), None, "issued for other inputs");
+    assert_eq!(rendered.held_token(), Some(&token().facts()));
 }
 
 type Edit = fn(&mut Secret);
@@ -229,7 +232,7 @@ mod formats {
             assert_eq!(read_token(&s), Some((token(), issued_for())), "{layout:?}");
             let cached = CachedSecret::from(s);
             assert!(!needs_update(&cached, &want(&cr)), "{layout:?}: a rendered Secret is what is desired");
-            assert_eq!(cached.held_token(), Some((&token().facts(), &issued_for())), "{layout:?}");
+            assert_eq!(cached.held_token_for(&issued_for()), Some(&token().facts()), "{layout:?}");
         }
     }
 
