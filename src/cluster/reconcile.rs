@@ -60,13 +60,15 @@ pub(super) async fn reconcile(cr: Arc<ClusterGroupDocsCredential>, ctx: Arc<Clus
     let token_status = next_status(&view, &previous.token, &synced, now, shared.settings.min_refresh_interval);
     let mut status = cluster_status(token_status, &previous.token.conditions, cr.metadata.generation, &fanout, now);
     let restarts_pending_until = restart_workloads(&cr, &ctx, &mut status, &fanout, now).await;
-    if status != previous {
+    let status_written = status != previous;
+    if status_written {
         write_status(&cr, &ctx, &status).await?;
         publish_events(&cr, &ctx, &previous, &status, &synced).await;
     }
     let result = synced.result_label();
     shared.metrics.reconciled(result, started.elapsed());
-    debug!(cluster_credential = %cr.name_any(), result, selected = fanout.selected, "reconciled");
+    let ms = started.elapsed().as_millis();
+    debug!(cluster_credential = %cr.name_any(), result, selected = fanout.selected, status_written, ms, "reconciled");
     // A namespace whose copy failed is looked at again: soon for a transient failure, in five
     // minutes for one a person must fix (a foreign Secret's removal sends no event we watch).
     let retry_copies = fanout
@@ -178,6 +180,7 @@ async fn sync(
     previous: &GroupDocsCredentialStatus,
     now: Timestamp,
 ) -> (Synced, Fanout) {
+    let started = Instant::now();
     let shared = &ctx.shared;
     let client_namespace = &shared.settings.cluster_resource_namespace;
     let no_copies = |selected: usize| Fanout { copies: None, missing: Vec::new(), selected };
@@ -200,6 +203,7 @@ async fn sync(
         let count = selected.count();
         return (synced, Fanout { copies: Some(Vec::new()), missing: selected.missing, selected: count });
     }
+    let prepared = started.elapsed();
     let in_place = owned.source.as_deref().and_then(|s| usable_token(s, &inputs, previous));
     let (decided, ended) = match decide_token(&view, shared, previous, &inputs, in_place.clone(), now).await {
         Ok(decided) => (Some(decided), None),
@@ -220,7 +224,15 @@ async fn sync(
         let count = selected.count();
         return (synced, Fanout { copies: None, missing: selected.missing, selected: count });
     };
+    let tokened = started.elapsed();
     let written = write_copies(cr, ctx, &owned, &selected, &inputs, &decided, &names).await;
+    debug!(
+        cluster_credential = %cr.name_any(),
+        prepare_ms = prepared.as_millis(),
+        token_ms = (tokened - prepared).as_millis(),
+        copies_ms = (started.elapsed() - tokened).as_millis(),
+        "synced"
+    );
     let renew_before = inputs.renew_before;
     if let Err(error) = &written.source {
         if !written.copies.iter().any(|(_, c)| *c == Copy::Current) {
