@@ -19,24 +19,35 @@ use crate::crd::CachedCredential;
 /// name against the cache.
 #[derive(Default)]
 pub struct ClientSecretIndex {
-    by_secret: Mutex<HashMap<(String, String), HashSet<String>>>,
+    inner: Mutex<Inner>,
+}
+
+type BySecret = HashMap<(String, String), HashSet<String>>;
+
+#[derive(Default)]
+struct Inner {
+    by_secret: BySecret,
+    /// While the watch lists again: the new index, swapped in when the list is done. Until
+    /// then the cache still shows the old list, and so does `by_secret`; lookups use both.
+    relisting: Option<BySecret>,
 }
 
 impl ClientSecretIndex {
     /// Takes in one event of the credentials' watch, before the cache (`store`) applies it.
     pub fn observe(&self, event: &Event<CachedCredential>, store: &Store<CachedCredential>) {
-        let mut by_secret = crate::lock(&self.by_secret);
+        let mut inner = crate::lock(&self.inner);
+        let Inner { by_secret, relisting } = &mut *inner;
         match event {
-            Event::Init => by_secret.clear(),
-            Event::InitApply(cr) => insert(&mut by_secret, cr),
+            Event::Init => *relisting = Some(BySecret::new()),
+            Event::InitApply(cr) => insert(relisting.get_or_insert_default(), cr),
+            Event::InitDone => *by_secret = relisting.take().unwrap_or_default(),
             Event::Apply(cr) => {
                 if let Some(previous) = store.get(&ObjectRef::from_obj(cr)) {
-                    remove(&mut by_secret, &previous);
+                    remove(by_secret, &previous);
                 }
-                insert(&mut by_secret, cr);
+                insert(by_secret, cr);
             }
-            Event::Delete(cr) => remove(&mut by_secret, cr),
-            Event::InitDone => {}
+            Event::Delete(cr) => remove(by_secret, cr),
         }
     }
 
@@ -48,10 +59,17 @@ impl ClientSecretIndex {
         namespace: &str,
         secret: &str,
     ) -> Vec<ObjectRef<CachedCredential>> {
-        let names: Vec<String> = crate::lock(&self.by_secret)
-            .get(&(namespace.to_string(), secret.to_string()))
-            .map(|names| names.iter().cloned().collect())
-            .unwrap_or_default();
+        let key = (namespace.to_string(), secret.to_string());
+        let names: HashSet<String> = {
+            let inner = crate::lock(&self.inner);
+            [Some(&inner.by_secret), inner.relisting.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|index| index.get(&key))
+                .flatten()
+                .cloned()
+                .collect()
+        };
         names
             .into_iter()
             .map(|name| ObjectRef::new(&name).within(namespace))
@@ -61,7 +79,7 @@ impl ClientSecretIndex {
 
     #[cfg(test)]
     fn entries(&self) -> usize {
-        crate::lock(&self.by_secret).values().map(HashSet::len).sum()
+        crate::lock(&self.inner).by_secret.values().map(HashSet::len).sum()
     }
 }
 
@@ -69,11 +87,11 @@ fn key(cr: &CachedCredential) -> (String, String) {
     (cr.namespace().unwrap_or_default(), cr.spec.client_secret_ref.name.clone())
 }
 
-fn insert(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &CachedCredential) {
+fn insert(by_secret: &mut BySecret, cr: &CachedCredential) {
     by_secret.entry(key(cr)).or_default().insert(cr.name_any());
 }
 
-fn remove(by_secret: &mut HashMap<(String, String), HashSet<String>>, cr: &CachedCredential) {
+fn remove(by_secret: &mut BySecret, cr: &CachedCredential) {
     let key = key(cr);
     if let Some(names) = by_secret.get_mut(&key) {
         names.remove(&cr.name_any());
@@ -145,10 +163,16 @@ mod tests {
     }
 
     #[test]
-    fn a_relist_starts_over() {
+    fn a_relist_starts_over_and_answers_meanwhile() {
         let (index, mut writer) = listed(&[credential("a", "one", "client"), credential("a", "gone", "client")]);
         feed(&index, &mut writer, Event::Init);
         feed(&index, &mut writer, Event::InitApply(credential("a", "one", "client")));
+        let store = writer.as_reader();
+        assert_eq!(
+            names(index.credentials_using(&store, "a", "client")),
+            ["gone", "one"],
+            "while the list runs, the cache still shows the old one"
+        );
         feed(&index, &mut writer, Event::InitDone);
         assert_eq!(names(index.credentials_using(&writer.as_reader(), "a", "client")), ["one"]);
         assert_eq!(index.entries(), 1);
