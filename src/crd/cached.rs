@@ -82,8 +82,9 @@ impl CachedCondition {
 }
 
 /// The words of conditions (types, statuses, reasons), each stored once for the process.
-/// At most [`MAX_WORDS`] of them: the operator writes about twenty, and anyone who can write
-/// status could invent more (those conditions are kept whole rather than grow the table).
+/// The operator's own words are there from the start ([`OWN_WORDS`]), so that whoever writes
+/// status first cannot fill the table with invented ones; at most [`MAX_WORDS`] in all
+/// (conditions with other words are kept whole rather than grow the table).
 struct Words {
     list: Vec<&'static str>,
     index: HashMap<&'static str, u16>,
@@ -91,10 +92,40 @@ struct Words {
 
 const MAX_WORDS: usize = 256;
 
+/// Every word the operator writes in a condition of a namespaced credential.
+const OWN_WORDS: &[&str] = &[
+    crate::conditions::READY,
+    crate::conditions::RECONCILING,
+    crate::conditions::STALLED,
+    "True",
+    "False",
+    "Unknown",
+    "TokenIssued",
+    "TokenRenewed",
+    "TokenExpired",
+    "Suspended",
+    "SecretNotFound",
+    "SecretNotLabelled",
+    "SecretKeyMissing",
+    "InvalidClient",
+    "RateLimited",
+    "TokenEndpointUnavailable",
+    "InvalidTokenResponse",
+    "TokenUrlNotAllowed",
+    "TargetConflict",
+    "InvalidSpec",
+    "KubernetesApiError",
+    "InternalError",
+];
+
 impl Words {
     fn table() -> &'static Mutex<Words> {
         static WORDS: OnceLock<Mutex<Words>> = OnceLock::new();
-        WORDS.get_or_init(|| Mutex::new(Words { list: Vec::new(), index: HashMap::new() }))
+        WORDS.get_or_init(|| {
+            let list = OWN_WORDS.to_vec();
+            let index = (0u16..).zip(list.iter()).map(|(i, w)| (*w, i)).collect();
+            Mutex::new(Words { list, index })
+        })
     }
 
     /// The index of `word`, added to the table if there is room.
@@ -358,6 +389,17 @@ mod tests {
                     "{status:?}"
                 );
             }
+            let compact = cached(&full);
+            let own_words =
+                |c: &Condition| [&c.type_, &c.status, &c.reason].iter().all(|w| OWN_WORDS.contains(&w.as_str()));
+            for (condition, kept) in a.conditions.iter().zip(compact.conditions.iter()) {
+                if own_words(condition) {
+                    assert!(
+                        matches!(kept, CachedCondition::Compact { .. }),
+                        "the operator's own words are compact: {condition:?}"
+                    );
+                }
+            }
             let without_conditions =
                 |s: &GroupDocsCredentialStatus| GroupDocsCredentialStatus { conditions: vec![], ..s.clone() };
             assert_eq!(without_conditions(&a), without_conditions(&b), "every other field is kept");
@@ -387,6 +429,9 @@ mod tests {
         assert_eq!(Words::index(&format!("Invented{}", MAX_WORDS + 9)), None, "the table is bounded");
         assert_eq!(Words::index("Ready"), Some(ready), "known words are still shared");
         assert_eq!(Words::index(&"x".repeat(65)), None);
+        for word in OWN_WORDS {
+            assert!(Words::index(word).is_some(), "{word} is there from the start");
+        }
         let mut status = statuses().remove(0);
         status.conditions[0].reason = "x".repeat(65);
         let cache = cached(&full(Some(status.clone())));
