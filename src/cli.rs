@@ -154,8 +154,8 @@ pub struct RunArgs {
     pub lease_duration: SignedDuration,
     /// Which per-credential series `/metrics` carries: `all` (the token's expiry and Ready,
     /// two series a credential, about 200 bytes of each scrape), `unhealthy` (only for
-    /// credentials not Ready, rate limited or overdue for renewal; for fleets beyond about
-    /// 40,000 credentials) or `none`. The counts by Ready status and the earliest expiry are
+    /// credentials not Ready, rate limited, overdue for renewal or whose token expires within
+    /// the hour; for fleets beyond about 40,000 credentials) or `none`. The counts by Ready status and the earliest expiry are
     /// always there.
     #[arg(long, env = "GDTO_CREDENTIAL_METRICS", value_enum, default_value_t = crate::metrics::CredentialMetrics::All)]
     pub credential_metrics: crate::metrics::CredentialMetrics,

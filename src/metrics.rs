@@ -38,9 +38,10 @@ pub enum CredentialMetrics {
     /// The token's expiry and the Ready gauge for every credential.
     #[default]
     All,
-    /// Both only for credentials that need attention: not Ready, rate limited, or renewal
-    /// overdue ([`RENEWAL_OVERDUE_AFTER`] past `nextRefreshTime`). A token runs out only after
-    /// its renewal is overdue, so the expiry alerts still fire for every credential.
+    /// Both only for credentials that need attention: not Ready, rate limited, renewal
+    /// overdue ([`RENEWAL_OVERDUE_AFTER`] past `nextRefreshTime`), or a token that expires
+    /// within [`EXPIRY_WINDOW`] (also a suspended credential's, which is never renewed), so
+    /// the expiry alerts, whose threshold is below that window, fire as with `all`.
     Unhealthy,
     /// No per-credential series: the counts by Ready status and the earliest expiry.
     None,
@@ -49,6 +50,11 @@ pub enum CredentialMetrics {
 /// How long past its planned renewal a token counts as overdue for [`CredentialMetrics::Unhealthy`]
 /// (a renewal runs at `nextRefreshTime`; a busy operator may start it somewhat later).
 pub const RENEWAL_OVERDUE_AFTER: SignedDuration = SignedDuration::from_mins(5);
+
+/// A token that expires within this window is described by [`CredentialMetrics::Unhealthy`]
+/// (the chart's expiry alert fires 15 minutes before by default; a healthy day-long token is
+/// renewed 8 hours before).
+pub const EXPIRY_WINDOW: SignedDuration = SignedDuration::from_hours(1);
 
 pub struct Metrics {
     registry: Registry,
@@ -165,7 +171,7 @@ impl Metrics {
                 count.1 += 1;
             }
             let expires_at = status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0);
-            if let Some(t) = expires_at {
+            if let Some(t) = expires_at.filter(|t| *t > now) {
                 earliest = Some(earliest.map_or(t, |e| e.min(t)));
             }
             if !self.per_credential(status, ready, now) {
@@ -236,12 +242,13 @@ pub fn ready_status(status: &GroupDocsCredentialStatus) -> &str {
     status.conditions.iter().find(|c| c.type_ == crate::conditions::READY).map_or("Unknown", |c| c.status.as_str())
 }
 
-/// Rate limited, or its renewal is overdue (the token will run out unless something changes).
+/// Rate limited, its renewal overdue, or its token expires soon (or has expired).
 fn needs_attention(status: &GroupDocsCredentialStatus, now: Timestamp) -> bool {
     let overdue =
         status.next_refresh_time.as_ref().is_some_and(|t| crate::schedule::add(t.0, RENEWAL_OVERDUE_AFTER) < now);
     let limited = status.rate_limited_until.as_ref().is_some_and(|t| t.0 > now);
-    overdue || limited
+    let expiring = status.expires_at.as_ref().is_some_and(|t| t.0 < crate::schedule::add(now, EXPIRY_WINDOW));
+    overdue || limited || expiring
 }
 
 #[cfg(test)]
@@ -263,8 +270,11 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
-    fn status(ready: &str, expires: i64, next_refresh: i64) -> GroupDocsCredentialStatus {
-        let at = |s: i64| Some(Time(Timestamp::from_second(s).unwrap()));
+    const NOW: i64 = 100_000;
+
+    /// Times in seconds from [`NOW`]; no `next_refresh` when `None`.
+    fn status(ready: &str, expires: i64, next_refresh: Option<i64>) -> GroupDocsCredentialStatus {
+        let at = |s: i64| Some(Time(Timestamp::from_second(NOW + s).unwrap()));
         GroupDocsCredentialStatus {
             conditions: vec![Condition {
                 type_: crate::conditions::READY.into(),
@@ -275,20 +285,24 @@ mod tests {
                 observed_generation: None,
             }],
             expires_at: at(expires),
-            next_refresh_time: at(next_refresh),
+            next_refresh_time: next_refresh.and_then(at),
             ..Default::default()
         }
     }
 
-    /// healthy (renews at 2000), not Ready, overdue (renewal at 500, now 1000), no status.
+    /// healthy (renews in 6 h), not Ready with an expired token, renewal 10 minutes overdue,
+    /// suspended (never renewed) with 30 minutes left, no status yet.
     fn scrape(mode: CredentialMetrics) -> String {
         let m = Metrics::new(mode);
-        let (healthy, failing, overdue) =
-            (status("True", 3000, 2000), status("False", 900, 600), status("True", 1200, 500));
+        let healthy = status("True", 14 * 3600, Some(6 * 3600));
+        let failing = status("False", -100, Some(-600));
+        let overdue = status("True", 7 * 3600, Some(-600));
+        let suspended = status("True", 1800, None);
         let creds = [
             ("a", "healthy", Some(&healthy)),
             ("a", "failing", Some(&failing)),
             ("b", "overdue", Some(&overdue)),
+            ("b", "suspended", Some(&suspended)),
             ("b", "new", None),
         ];
         let described = creds.into_iter().map(|(namespace, name, status)| Described {
@@ -297,7 +311,7 @@ mod tests {
             ready: status.map_or("Unknown", ready_status),
             status,
         });
-        m.describe_credentials(described, Timestamp::from_second(1000).unwrap());
+        m.describe_credentials(described, Timestamp::from_second(NOW).unwrap());
         m.encode()
     }
 
@@ -312,25 +326,26 @@ mod tests {
     fn every_mode_keeps_the_counts_and_the_earliest_expiry() {
         for mode in [CredentialMetrics::All, CredentialMetrics::Unhealthy, CredentialMetrics::None] {
             let text = scrape(mode);
-            assert!(text.contains("groupdocs_token_operator_credentials{status=\"True\"} 2"), "{mode:?}: {text}");
+            assert!(text.contains("groupdocs_token_operator_credentials{status=\"True\"} 3"), "{mode:?}: {text}");
             assert!(text.contains("groupdocs_token_operator_credentials{status=\"False\"} 1"), "{mode:?}");
             assert!(text.contains("groupdocs_token_operator_credentials{status=\"Unknown\"} 1"), "{mode:?}");
-            assert!(text.contains("groupdocs_token_operator_token_expiry_earliest_timestamp_seconds 900"), "{mode:?}");
+            let earliest = format!("groupdocs_token_operator_token_expiry_earliest_timestamp_seconds {}", NOW + 1800);
+            assert!(text.contains(&earliest), "{mode:?}: the earliest of the tokens not yet expired: {text}");
         }
     }
 
     #[test]
     fn all_describes_every_credential() {
         let text = scrape(CredentialMetrics::All);
-        assert_eq!(series(&text, "credential_ready").len(), 4, "{text}");
-        assert_eq!(series(&text, "token_expiry_timestamp_seconds").len(), 3, "the new one has no token yet");
+        assert_eq!(series(&text, "credential_ready").len(), 5, "{text}");
+        assert_eq!(series(&text, "token_expiry_timestamp_seconds").len(), 4, "the new one has no token yet");
     }
 
     #[test]
     fn unhealthy_describes_only_credentials_that_need_attention() {
         let text = scrape(CredentialMetrics::Unhealthy);
         let ready = series(&text, "credential_ready");
-        assert_eq!(ready.len(), 3, "{text}");
+        assert_eq!(ready.len(), 4, "{text}");
         assert!(!ready.iter().any(|l| l.contains("name=\"healthy\"")), "{ready:?}");
         assert!(ready.iter().any(|l| l.contains("name=\"failing\"") && l.ends_with(" 0")));
         assert!(ready.iter().any(|l| l.contains("name=\"new\"") && l.ends_with(" 0")), "no status yet: not Ready");
@@ -339,7 +354,11 @@ mod tests {
             expiry.iter().any(|l| l.contains("name=\"overdue\"")),
             "an overdue renewal keeps its expiry: {expiry:?}"
         );
-        assert_eq!(expiry.len(), 2, "{expiry:?}");
+        assert!(
+            expiry.iter().any(|l| l.contains("name=\"suspended\"")),
+            "a token expiring within the hour is described, renewed or not: {expiry:?}"
+        );
+        assert_eq!(expiry.len(), 3, "{expiry:?}");
     }
 
     #[test]
