@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Predicate as _, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -345,23 +344,27 @@ impl Synced3 {
     }
 }
 
-/// Starts `credentials` (the watch of credentials) once the Secret caches have synced: a
-/// reconcile before that could only wait, and 100,000 credentials waiting in the controller's
-/// queue are rescheduled again and again while the Secrets are still being listed.
-fn after_secrets_synced<S: futures::Stream>(
-    synced: Arc<Synced3>,
-    credentials: S,
-) -> impl futures::Stream<Item = S::Item> {
-    let secrets_synced = async move {
-        while !synced.secrets() {
-            tokio::time::sleep(SYNC_POLL).await;
-        }
-        credentials
-    };
-    futures::stream::once(secrets_synced).flatten()
+/// The credentials' changes as reconcile triggers, none before every cache of the scope has
+/// synced (a reconcile then could only requeue, and 100,000 credentials requeueing every
+/// 200 ms while the lists are still running crowd out the lists). The caches fill meanwhile;
+/// [`once_synced`] then reconciles everything they hold.
+fn only_once_synced<S, K, E>(synced: Arc<Synced3>, credentials: S) -> impl futures::Stream<Item = Result<K, E>>
+where
+    S: futures::Stream<Item = Result<K, E>>,
+{
+    credentials.try_filter(move |_| std::future::ready(synced.all()))
 }
 
-/// How often the credentials' watch looks whether the Secret caches have synced.
+/// Emits once, when every cache of the scope has synced.
+fn once_synced(synced: Arc<Synced3>) -> impl futures::Stream<Item = ()> {
+    futures::stream::once(async move {
+        while !synced.all() {
+            tokio::time::sleep(SYNC_POLL).await;
+        }
+    })
+}
+
+/// How often [`once_synced`] looks.
 const SYNC_POLL: Duration = Duration::from_millis(20);
 
 fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
@@ -428,24 +431,31 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     let synced = Arc::new(Synced3::default());
     let (cr_reader, cr_writer) = reflector::store();
     let index = Arc::new(ClientSecretIndex::default());
+    let wakes = Arc::new(Wakes::default());
     let flags = synced.clone();
     let crs = watcher(api::<CachedCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
         .inspect(move |e| mark_synced(&flags.credentials, e))
         .inspect({
-            let (index, store) = (index.clone(), cr_reader.clone());
+            let (index, wakes, store) = (index.clone(), wakes.clone(), cr_reader.clone());
             move |event| {
                 if let Ok(event) = event {
                     index.observe(event, &store);
+                }
+                if let Ok(watcher::Event::Delete(cr)) = event {
+                    wakes.forget(&cr.namespace().unwrap_or_default(), &cr.name_any());
                 }
             }
         })
         .reflect(cr_writer)
         .applied_objects()
-        // Our own status writes must not trigger reconciles: only spec (generation) and
-        // annotation (force refresh) changes do.
-        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
-    let crs = after_secrets_synced(synced.clone(), crs);
+        // Our own status writes must not trigger reconciles (every other change does; most
+        // are spec, annotation or someone else's status edits).
+        .try_filter({
+            let shared = shared.clone();
+            move |cr| std::future::ready(!shared.writes.is_own_status_write(&cr.metadata))
+        });
+    let crs = only_once_synced(synced.clone(), crs);
 
     let (owned_reader, owned_writer) = reflector::store();
     let flags = synced.clone();
@@ -477,9 +487,9 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     .touched_objects();
 
     let mapper_store = cr_reader.clone();
-    let wakes = Arc::new(Wakes::default());
     let mut controller = Controller::for_stream(crs, cr_reader.clone())
         .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency))
+        .reconcile_all_on(once_synced(synced.clone()))
         .watches_stream(wakes.clone().stream(), crate::wakes::credential_of);
     match shared.settings.secret_access {
         SecretAccess::Watch => {

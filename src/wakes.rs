@@ -4,7 +4,7 @@
 //! (about 500 bytes), this keeps one shared `namespace/name` and a time (about 120 bytes).
 //! Waits shorter than [`LONG_WAIT`] stay with the scheduler.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,15 @@ impl Wakes {
         due
     }
 
+    /// Forgets a deleted credential.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key: Arc<str> = format!("{namespace}/{name}").into();
+        let mut inner = crate::lock(&self.inner);
+        if let Some(when) = inner.due.remove(&key) {
+            inner.queue.remove(&(when, key));
+        }
+    }
+
     fn earliest(&self) -> Option<Timestamp> {
         crate::lock(&self.inner).queue.first().map(|(t, _)| *t)
     }
@@ -91,12 +100,12 @@ impl Wakes {
     pub fn stream(
         self: Arc<Self>,
     ) -> impl Stream<Item = Result<PartialObjectMeta<CachedCredential>, watcher::Error>> + Send + 'static {
-        futures::stream::unfold((self, Vec::new()), |(wakes, mut ready)| async move {
+        futures::stream::unfold((self, VecDeque::new()), |(wakes, mut ready)| async move {
             loop {
-                if let Some(due) = ready.pop() {
+                if let Some(due) = ready.pop_front() {
                     return Some((Ok(as_object(due)), (wakes, ready)));
                 }
-                ready = wakes.take_due(Timestamp::now());
+                ready = wakes.take_due(Timestamp::now()).into();
                 if !ready.is_empty() {
                     continue;
                 }
@@ -160,6 +169,16 @@ mod tests {
         assert_eq!(wakes.len(), 1);
         assert_eq!(names(wakes.take_due(t("2026-11-28T18:00:00Z"))), ["a/c"]);
         assert!(wakes.is_empty());
+    }
+
+    #[test]
+    fn a_deleted_credential_is_forgotten() {
+        let wakes = Wakes::default();
+        wakes.at("a", "gone", t("2026-11-28T10:00:00Z"));
+        wakes.at("a", "kept", t("2026-11-28T10:00:00Z"));
+        wakes.forget("a", "gone");
+        wakes.forget("a", "never-there");
+        assert_eq!(names(wakes.take_due(t("2026-11-28T10:00:00Z"))), ["a/kept"]);
     }
 
     #[tokio::test]

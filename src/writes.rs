@@ -28,26 +28,35 @@ const TRUST_CACHE_AFTER: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct RecentWrites {
     by_uid: Mutex<HashMap<String, (u64, Instant)>>,
-    secrets: Mutex<HashMap<(String, String), (String, Instant)>>,
+    secrets: Versions,
+    /// The resourceVersion of each credential our last status write produced.
+    statuses: Versions,
 }
+
+/// `(namespace, name)` to the resourceVersion a write of ours produced, and when.
+type Versions = Mutex<HashMap<(String, String), (String, Instant)>>;
 
 impl RecentWrites {
     /// Records the Secret as the API server returned it after our create or update.
     pub fn wrote_secret(&self, secret: &Secret, now: Instant) {
-        if let Some(rv) = secret.metadata.resource_version.clone() {
-            crate::lock(&self.secrets).insert(key(&secret.metadata), (rv, now));
-        }
+        record(&self.secrets, &secret.metadata, now);
     }
 
     /// Whether `secret` is the watch showing a write of ours (each write is matched once).
     pub fn is_own_secret_write(&self, secret: &ObjectMeta) -> bool {
-        let mut secrets = crate::lock(&self.secrets);
-        let key = key(secret);
-        let own = secrets.get(&key).is_some_and(|(rv, _)| Some(rv) == secret.resource_version.as_ref());
-        if own {
-            secrets.remove(&key);
-        }
-        own
+        is_own(&self.secrets, secret)
+    }
+
+    /// Records the credential as the API server returned it after our status write.
+    pub fn wrote_status_of(&self, credential: &ObjectMeta, now: Instant) {
+        record(&self.statuses, credential, now);
+    }
+
+    /// Whether `credential` is the watch showing a status write of ours (matched once): it
+    /// needs no reconcile. Kept by resourceVersion rather than as a per-credential filter
+    /// cache, which would hold an entry for every credential.
+    pub fn is_own_status_write(&self, credential: &ObjectMeta) -> bool {
+        is_own(&self.statuses, credential)
     }
 
     /// Records `status` as the API server returned it after our write.
@@ -77,18 +86,36 @@ impl RecentWrites {
     /// Forgets writes the cache had time to show, for credentials not reconciled since.
     pub fn prune(&self, now: Instant) {
         crate::lock(&self.by_uid).retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
-        crate::lock(&self.secrets).retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
+        for versions in [&self.secrets, &self.statuses] {
+            crate::lock(versions).retain(|_, (_, at)| now.duration_since(*at) < TRUST_CACHE_AFTER);
+        }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        crate::lock(&self.by_uid).len() + crate::lock(&self.secrets).len()
+        crate::lock(&self.by_uid).len() + crate::lock(&self.secrets).len() + crate::lock(&self.statuses).len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn record(versions: &Versions, meta: &ObjectMeta, now: Instant) {
+    if let Some(rv) = meta.resource_version.clone() {
+        crate::lock(versions).insert(key(meta), (rv, now));
+    }
+}
+
+fn is_own(versions: &Versions, meta: &ObjectMeta) -> bool {
+    let mut versions = crate::lock(versions);
+    let key = key(meta);
+    let own = versions.get(&key).is_some_and(|(rv, _)| Some(rv) == meta.resource_version.as_ref());
+    if own {
+        versions.remove(&key);
+    }
+    own
 }
 
 fn key(meta: &ObjectMeta) -> (String, String) {
@@ -139,6 +166,22 @@ mod tests {
         writes.wrote_secret(&secret("9"), t0);
         writes.prune(t0 + TRUST_CACHE_AFTER);
         assert!(writes.is_empty());
+    }
+
+    #[test]
+    fn our_status_write_is_recognised_once_and_other_versions_never() {
+        let writes = RecentWrites::default();
+        let t0 = Instant::now();
+        let credential = secret_meta("7");
+        writes.wrote_status_of(&credential, t0);
+        assert!(!writes.is_own_status_write(&secret_meta("6")), "an older version is news");
+        assert!(!writes.is_own_secret_write(&credential), "a Secret of the same name is another object");
+        assert!(writes.is_own_status_write(&credential));
+        assert!(!writes.is_own_status_write(&credential), "matched once");
+        assert!(!writes.is_own_status_write(&secret_meta("8")), "someone else's change is news");
+        writes.wrote_status_of(&credential, t0);
+        writes.prune(t0 + TRUST_CACHE_AFTER);
+        assert!(writes.is_empty(), "forgotten after a while");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(crate) async fn write_status(
         api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.shared.metrics.status_written();
     ctx.shared.writes.wrote(&cr.uid().unwrap_or_default(), written.status.as_ref(), Instant::now());
+    ctx.shared.writes.wrote_status_of(&written.metadata, Instant::now());
     Ok(())
 }
 
