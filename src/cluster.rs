@@ -28,7 +28,7 @@ use crate::controller::{CLIENT_CREDENTIALS_LABEL, Shared, credentials_watch_conf
 use crate::crd::ClusterGroupDocsCredential;
 use crate::error::Error;
 use crate::guard::{Guarded, guarded};
-use crate::target::{CLUSTER_CREDENTIAL_LABEL, CachedSecret};
+use crate::target::{CLUSTER_CREDENTIAL_LABEL, WatchedSecret};
 
 /// What a cluster credential's reconcile reads.
 pub struct ClusterContext {
@@ -36,7 +36,7 @@ pub struct ClusterContext {
     pub credentials: Store<ClusterGroupDocsCredential>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Token Secrets labelled with a cluster credential's name, in every namespace.
-    pub copies: Store<CachedSecret>,
+    pub copies: Store<WatchedSecret>,
     /// Labelled client Secrets of `--cluster-resource-namespace`.
     pub client_secrets: Store<Secret>,
     pub synced: Arc<Synced4>,
@@ -146,7 +146,7 @@ fn controller(shared: Arc<Shared>) -> (Controller<ClusterGroupDocsCredential>, C
 
     let (copies_reader, copies_writer) = reflector::store();
     let copies =
-        watcher(Api::<CachedSecret>::all(client.clone()), watcher::Config::default().labels(CLUSTER_CREDENTIAL_LABEL))
+        watcher(Api::<WatchedSecret>::all(client.clone()), watcher::Config::default().labels(CLUSTER_CREDENTIAL_LABEL))
             .default_backoff()
             .inspect(synced.mark(2))
             .reflect(copies_writer)

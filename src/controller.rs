@@ -25,7 +25,8 @@ use crate::index::ClientSecretIndex;
 use crate::metrics::Metrics;
 use crate::policy::TokenUrlPolicy;
 use crate::schedule;
-use crate::target::{CLUSTER_CREDENTIAL_LABEL, CachedSecret, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::target::store::SecretViews;
+use crate::target::{CLUSTER_CREDENTIAL_LABEL, MANAGED_BY, MANAGED_BY_LABEL, WatchedSecret};
 use crate::token::broker::Broker;
 use crate::token::client::HttpTokenClient;
 use crate::wakes::Wakes;
@@ -172,7 +173,7 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub credentials: Store<CachedCredential>,
     pub client_secrets: Store<Secret>,
-    pub owned_secrets: Store<CachedSecret>,
+    pub owned_secrets: Arc<SecretViews>,
     pub synced: Arc<Synced3>,
     pub wakes: Arc<Wakes>,
 }
@@ -315,7 +316,7 @@ fn strip_for_read_only_cache<K: Resource>(obj: &mut K) {
 pub struct Caches {
     pub credentials: Store<CachedCredential>,
     pub client_secrets: Store<Secret>,
-    pub owned_secrets: Store<CachedSecret>,
+    pub owned_secrets: Arc<SecretViews>,
     pub synced: Arc<Synced3>,
     /// When each credential is next due.
     pub wakes: Arc<Wakes>,
@@ -457,17 +458,25 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
         });
     let crs = only_once_synced(synced.clone(), crs);
 
-    let (owned_reader, owned_writer) = reflector::store();
+    let owned_views = Arc::new(SecretViews::default());
     let flags = synced.clone();
-    // Token Secrets are cached as `CachedSecret`s, decoded straight from the watch.
+    // Token Secrets are decoded straight from the watch into `WatchedSecret`s, of which the
+    // cache keeps the `CachedSecret`.
     let owned = watcher(
-        api::<CachedSecret>(client, scope),
+        api::<WatchedSecret>(client, scope),
         // Copies of cluster credentials are the cluster controller's to watch.
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},!{CLUSTER_CREDENTIAL_LABEL}")),
     )
     .default_backoff()
+    .inspect({
+        let views = owned_views.clone();
+        move |event| {
+            if let Ok(event) = event {
+                views.apply(event);
+            }
+        }
+    })
     .inspect(move |e| mark_synced(&flags.owned_secrets, e))
-    .reflect(owned_writer)
     .touched_objects()
     .try_filter({
         let shared = shared.clone();
@@ -505,6 +514,6 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
         }
     }
     let caches =
-        Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_reader, synced, wakes };
+        Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_views, synced, wakes };
     (controller, caches)
 }

@@ -21,6 +21,8 @@ use crate::error::Error;
 use crate::format::{self, TokenFormat};
 use crate::token::{Token, TokenFacts};
 
+pub mod store;
+
 pub use crate::format::{ACCESS_TOKEN_KEY, AUTHORIZATION_KEY, EXPIRES_AT_KEY, TOKEN_TYPE_KEY};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -51,9 +53,7 @@ pub struct IssuedFor {
 
 impl IssuedFor {
     fn digest(&self) -> u64 {
-        let mut hasher = DefaultHasher::new();
-        self.hash(&mut hasher);
-        hasher.finish()
+        hash_of(self)
     }
 }
 
@@ -109,6 +109,16 @@ pub fn ownership(existing: Option<&ObjectMeta>, target: &Target) -> Ownership {
     let uid = target.owner_uid();
     let owned =
         meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
+    if owned { Ownership::Ours } else { Ownership::Foreign }
+}
+
+/// [`ownership`] as the cache tells it.
+pub fn cached_ownership(existing: Option<&CachedSecret>, target: &Target) -> Ownership {
+    let Some(cached) = existing else {
+        return Ownership::Absent;
+    };
+    let uid = target.owner_uid().map(hash_of);
+    let owned = uid.is_some() && cached.owners.iter().any(|o| o.controller_uid == uid);
     if owned { Ownership::Ours } else { Ownership::Foreign }
 }
 
@@ -190,20 +200,53 @@ pub fn merge(existing: &Secret, desired: &Secret) -> Secret {
     merged
 }
 
-/// What the cache keeps of a token Secret: its identity and owners, hashes of its labels and
-/// annotations, and facts about the token it holds, never the token: a fraction of the
-/// Secret's size. An update reads the full Secret first (updates come once per renewal or
-/// repair).
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
-#[serde(from = "Secret")]
+/// What a reconcile reads of a token Secret: hashes of its ownerReferences, labels and
+/// annotations, and facts about the token it holds, never the token and not its metadata:
+/// a fraction of the Secret's size. An update reads the full Secret first (updates come once
+/// per renewal or repair).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CachedSecret {
-    /// Without labels, annotations and managedFields.
-    pub metadata: ObjectMeta,
+    owners: Vec<OwnerKey>,
     labels: Vec<u64>,
     annotations: Vec<u64>,
     markers: Markers,
     type_: Option<String>,
     held: Option<Held>,
+}
+
+/// A token Secret as its watch decodes it: the metadata the watch and the cluster controller
+/// read beside the [`CachedSecret`]. The namespaced controller keeps only the latter
+/// ([`store::SecretViews`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(from = "Secret")]
+pub struct WatchedSecret {
+    /// Without labels, annotations and managedFields.
+    pub metadata: ObjectMeta,
+    pub cached: CachedSecret,
+}
+
+/// An ownerReference as the cache keeps it: enough to compare it whole and to tell the
+/// controller's UID.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OwnerKey {
+    reference: u64,
+    controller_uid: Option<u64>,
+}
+
+impl OwnerKey {
+    fn of(owner: &OwnerReference) -> Self {
+        let OwnerReference { api_version, block_owner_deletion, controller, kind, name, uid } = owner;
+        OwnerKey {
+            reference: hash_of(&(api_version, block_owner_deletion, controller, kind, name, uid)),
+            controller_uid: (*controller == Some(true)).then(|| hash_of(uid)),
+        }
+    }
+}
+
+fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Our annotations that are present only in some cases: a stray one must be noticed too.
@@ -237,26 +280,42 @@ struct Held {
     exact: bool,
 }
 
-impl From<Secret> for CachedSecret {
-    fn from(secret: Secret) -> Self {
-        let held = read_held(&secret).map(|(token, issued_for, format)| Held {
-            exact: is_exact(&secret, format, &token),
+impl From<&Secret> for CachedSecret {
+    fn from(secret: &Secret) -> Self {
+        let held = read_held(secret).map(|(token, issued_for, format)| Held {
+            exact: is_exact(secret, format, &token),
             facts: token.facts(),
             issued_for: issued_for.digest(),
             format,
         });
-        let Secret { mut metadata, type_, .. } = secret;
-        let labels = metadata.labels.take().unwrap_or_default();
-        let annotations = metadata.annotations.take().unwrap_or_default();
-        metadata.managed_fields = None;
+        let empty = BTreeMap::new();
+        let meta = &secret.metadata;
+        let annotations = meta.annotations.as_ref().unwrap_or(&empty);
         CachedSecret {
-            metadata,
-            labels: pair_hashes(&labels),
-            markers: Markers::of(&annotations),
-            annotations: pair_hashes(&annotations),
-            type_,
+            owners: meta.owner_references.iter().flatten().map(OwnerKey::of).collect(),
+            labels: pair_hashes(meta.labels.as_ref().unwrap_or(&empty)),
+            markers: Markers::of(annotations),
+            annotations: pair_hashes(annotations),
+            type_: secret.type_.clone(),
             held,
         }
+    }
+}
+
+impl From<Secret> for CachedSecret {
+    fn from(secret: Secret) -> Self {
+        CachedSecret::from(&secret)
+    }
+}
+
+impl From<Secret> for WatchedSecret {
+    fn from(secret: Secret) -> Self {
+        let cached = CachedSecret::from(&secret);
+        let Secret { mut metadata, .. } = secret;
+        metadata.labels = None;
+        metadata.annotations = None;
+        metadata.managed_fields = None;
+        WatchedSecret { metadata, cached }
     }
 }
 
@@ -265,7 +324,7 @@ fn is_exact(secret: &Secret, format: TokenFormat, token: &Token) -> bool {
     secret.data.as_ref().is_some_and(|data| format::is_exact(format, token, data, templates.map(String::as_str)))
 }
 
-impl Resource for CachedSecret {
+impl Resource for WatchedSecret {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
 
@@ -303,14 +362,7 @@ impl CachedSecret {
 
 /// Sorted hashes of `key=value` pairs: enough to tell whether ours are all present.
 fn pair_hashes(map: &BTreeMap<String, String>) -> Vec<u64> {
-    let mut hashes: Vec<u64> = map
-        .iter()
-        .map(|pair| {
-            let mut hasher = DefaultHasher::new();
-            pair.hash(&mut hasher);
-            hasher.finish()
-        })
-        .collect();
+    let mut hashes: Vec<u64> = map.iter().map(|pair| hash_of(&pair)).collect();
     hashes.sort_unstable();
     hashes.shrink_to_fit();
     hashes
@@ -323,12 +375,7 @@ fn contains_all(have: &[u64], want: &[u64]) -> bool {
 /// The Secret as [`render`] would write it for a token with these facts, as the cache sees it.
 pub fn desired(target: &Target, facts: &TokenFacts, issued_for: &IssuedFor) -> CachedSecret {
     CachedSecret {
-        metadata: ObjectMeta {
-            name: Some(target.name.clone()),
-            namespace: Some(target.namespace.clone()),
-            owner_references: Some(target.owner.clone().into_iter().collect()),
-            ..ObjectMeta::default()
-        },
+        owners: target.owner.iter().map(OwnerKey::of).collect(),
         labels: pair_hashes(&desired_labels(target)),
         annotations: pair_hashes(&desired_annotations(target, facts.issued_at, issued_for)),
         markers: Markers {
@@ -349,12 +396,7 @@ pub fn desired(target: &Target, facts: &TokenFacts, issued_for: &IssuedFor) -> C
 /// True when writing `merge(existing, desired)` would change anything: our data, labels,
 /// annotations or ownerReference differ or are missing (what others added does not count).
 pub fn needs_update(existing: &CachedSecret, desired: &CachedSecret) -> bool {
-    let owner = desired
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .all(|want| existing.metadata.owner_references.iter().flatten().any(|have| have == want));
+    let owner = desired.owners.iter().all(|want| existing.owners.iter().any(|have| have.reference == want.reference));
     !(owner
         && existing.held == desired.held
         && existing.type_ == desired.type_

@@ -29,7 +29,7 @@ use crate::reconcile::secret::{SecretWrite, write_secret};
 use crate::reconcile::{Decided, decide_token};
 use crate::schedule;
 use crate::status::{Inputs, Synced, next_status, next_wake, requeue_after, usable_token};
-use crate::target::{self, CachedSecret, Target};
+use crate::target::{self, Target, WatchedSecret};
 use crate::token::{Token, TokenFacts};
 
 /// Copies written at once: enough to fan out to a thousand namespaces in seconds without
@@ -204,7 +204,7 @@ async fn sync(
         return (synced, Fanout { copies: Some(Vec::new()), missing: selected.missing, selected: count });
     }
     let prepared = started.elapsed();
-    let in_place = owned.source.as_deref().and_then(|s| usable_token(s, &inputs, previous));
+    let in_place = owned.source.as_deref().and_then(|s| usable_token(&s.cached, &inputs, previous));
     let (decided, ended) = match decide_token(&view, shared, previous, &inputs, in_place.clone(), now).await {
         Ok(decided) => (Some(decided), None),
         // Refused or held: the token in place (if still valid) still goes to new namespaces.
@@ -261,7 +261,7 @@ struct Names<'a> {
 }
 
 impl Names<'_> {
-    fn is_source(&self, secret: &CachedSecret) -> bool {
+    fn is_source(&self, secret: &WatchedSecret) -> bool {
         secret.metadata.namespace.as_deref() == Some(self.client_namespace)
             && secret.metadata.name.as_deref() == Some(self.source.as_str())
     }
@@ -269,18 +269,18 @@ impl Names<'_> {
 
 /// The cached Secrets this credential owns.
 struct Owned {
-    source: Option<Arc<CachedSecret>>,
+    source: Option<Arc<WatchedSecret>>,
     /// Copies of the target's name, by namespace.
-    copies: BTreeMap<String, Arc<CachedSecret>>,
+    copies: BTreeMap<String, Arc<WatchedSecret>>,
     /// Everything else it owns: copies of an old target name, in namespaces no longer selected.
-    others: Vec<Arc<CachedSecret>>,
+    others: Vec<Arc<WatchedSecret>>,
 }
 
 impl Owned {
     fn of(ctx: &ClusterContext, cr: &ClusterGroupDocsCredential, names: &Names) -> Owned {
         let uid = cr.uid().unwrap_or_default();
         let mut owned = Owned { source: None, copies: BTreeMap::new(), others: Vec::new() };
-        let ours = |s: &Arc<CachedSecret>| {
+        let ours = |s: &Arc<WatchedSecret>| {
             s.metadata.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == uid)
         };
         for secret in ctx.copies.state().into_iter().filter(ours) {
@@ -346,13 +346,13 @@ async fn write_copies(
         ..target_for(names.client_namespace)
     };
     let source_desired = target::desired(&source_target, &decided.facts, &inputs.issued_for);
-    let source_current = owned.source.as_deref().is_some_and(|s| !target::needs_update(s, &source_desired));
+    let source_current = owned.source.as_deref().is_some_and(|s| !target::needs_update(&s.cached, &source_desired));
     let mut outcomes = Vec::with_capacity(selected.namespaces.len());
     let mut pending = Vec::new();
     for ns in &selected.namespaces {
         let desired = target::desired(&target_for(ns), &decided.facts, &inputs.issued_for);
         match owned.copies.get(ns) {
-            Some(s) if !target::needs_update(s, &desired) => outcomes.push((ns.clone(), Copy::Current)),
+            Some(s) if !target::needs_update(&s.cached, &desired) => outcomes.push((ns.clone(), Copy::Current)),
             _ => pending.push((Some(ns.clone()), desired)),
         }
     }
@@ -394,7 +394,7 @@ async fn write_copies(
             let token = &token;
             async move {
                 let write =
-                    SecretWrite { existing: existing.map(AsRef::as_ref), desired: &desired, fresh: Some(token) };
+                    SecretWrite { existing: existing.map(|s| &s.cached), desired: &desired, fresh: Some(token) };
                 (ns, write_secret(&shared.client, &shared.writes, &target, write, &inputs.issued_for).await)
             }
         })

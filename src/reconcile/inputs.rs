@@ -77,7 +77,7 @@ pub(super) async fn target_secret(cr: &GroupDocsCredential, ctx: &Context) -> Re
         let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace(cr));
         return Ok(api.get_opt(&name).await?.map(|s| Arc::new(CachedSecret::from(s))));
     }
-    Ok(ctx.owned_secrets.get(&ObjectRef::new(&name).within(&namespace(cr))))
+    Ok(ctx.owned_secrets.get(&namespace(cr), &name))
 }
 
 /// The client Secret is not in the cache of labelled Secrets: find out whether it is absent

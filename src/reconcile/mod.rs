@@ -113,7 +113,7 @@ async fn sync(cr: &GroupDocsCredential, ctx: &Context, previous: &GroupDocsCrede
         Err(e) => return fail(e),
     };
     let target = Target::of(cr);
-    if target::ownership(existing.as_deref().map(|s| &s.metadata), &target) == Ownership::Foreign {
+    if target::cached_ownership(existing.as_deref(), &target) == Ownership::Foreign {
         return fail(Error::TargetConflict { name: cr.target_name() });
     }
     let in_place = existing.as_deref().and_then(|s| usable_token(s, &inputs, previous));

@@ -58,6 +58,43 @@ fn ownership_is_by_controller_uid_not_labels() {
     assert_eq!(ownership(None, &Target::of(&cr)), Ownership::Absent);
 }
 
+/// The cache keeps hashes of the ownerReferences, not the references: it must decide
+/// ownership exactly as the full Secret does.
+#[test]
+fn the_cached_view_decides_ownership_as_the_secret_does() {
+    let cr = cr();
+    let target = Target::of(&cr);
+    let edits: Vec<(&str, Edit)> = vec![
+        ("as rendered", |_| {}),
+        ("no labels", |s| s.metadata.labels = None),
+        ("other uid", |s| s.metadata.owner_references.as_mut().unwrap()[0].uid = "other".into()),
+        ("not the controller", |s| s.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false)),
+        ("controller unset", |s| s.metadata.owner_references.as_mut().unwrap()[0].controller = None),
+        ("no owners", |s| s.metadata.owner_references = None),
+        ("a second owner first", |s| {
+            let mut other = s.metadata.owner_references.as_ref().unwrap()[0].clone();
+            other.uid = "other".into();
+            other.controller = None;
+            s.metadata.owner_references.as_mut().unwrap().insert(0, other);
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut s = render(&target, &token(), &issued_for()).unwrap();
+        edit(&mut s);
+        let cached = CachedSecret::from(&s);
+        assert_eq!(cached_ownership(Some(&cached), &target), ownership(Some(&s.metadata), &target), "{what}");
+    }
+    assert_eq!(cached_ownership(None, &target), Ownership::Absent);
+    let mut unowned = cr.clone();
+    unowned.metadata.uid = None;
+    let s = render(&target, &token(), &issued_for()).unwrap();
+    let without_owner = Target::of(&unowned);
+    assert_eq!(
+        cached_ownership(Some(&CachedSecret::from(&s)), &without_owner),
+        ownership(Some(&s.metadata), &without_owner)
+    );
+}
+
 #[test]
 fn merge_repairs_our_parts_and_keeps_others() {
     let cr = cr();
@@ -127,6 +164,8 @@ fn the_cached_view_sees_every_change_a_repair_would_undo() {
             s.metadata.annotations.as_mut().unwrap().insert(SCOPE_ANNOTATION.into(), "x".into());
         }),
         ("owner", |s| s.metadata.owner_references = None),
+        ("owner's kind", |s| s.metadata.owner_references.as_mut().unwrap()[0].kind = "Other".into()),
+        ("owner not controller", |s| s.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false)),
         ("type", |s| s.type_ = Some("kubernetes.io/tls".into())),
     ];
     for (what, edit) in edits {
