@@ -17,6 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::bulk::Bulk;
 use crate::crd::{CachedCredential, ClusterGroupDocsCredential, GroupDocsCredential};
 use crate::error::Error;
 use crate::events::Publisher;
@@ -176,6 +177,7 @@ pub struct Context {
     pub owned_secrets: Arc<SecretViews>,
     pub synced: Arc<Synced3>,
     pub wakes: Arc<Wakes>,
+    pub bulk: Arc<Bulk>,
 }
 
 impl Context {
@@ -196,6 +198,7 @@ impl Context {
 /// it is reported as `Stalled`/`InternalError` and the process and every other credential
 /// carry on. On lease loss the reconcile stops where it stands.
 pub async fn reconcile(cr: Arc<CachedCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.bulk.started(&cr.namespace().unwrap_or_default(), &cr.name_any());
     if !ctx.synced.all() {
         // This scope's caches are still filling: wait rather than act on a partial view.
         return Ok(Action::requeue(Duration::from_millis(200)));
@@ -320,6 +323,8 @@ pub struct Caches {
     pub synced: Arc<Synced3>,
     /// When each credential is next due.
     pub wakes: Arc<Wakes>,
+    /// The reconcile of everything once synced.
+    pub bulk: Arc<Bulk>,
 }
 
 /// Whether each of a scope's three watches has completed its initial list.
@@ -348,7 +353,7 @@ impl Synced3 {
 /// The credentials' changes as reconcile triggers, none before every cache of the scope has
 /// synced (a reconcile then could only requeue, and 100,000 credentials requeueing every
 /// 200 ms while the lists are still running crowd out the lists). The caches fill meanwhile;
-/// [`once_synced`] then reconciles everything they hold.
+/// [`Bulk`] then reconciles everything they hold, once [`all_synced`].
 fn only_once_synced<S, K, E>(synced: Arc<Synced3>, credentials: S) -> impl futures::Stream<Item = Result<K, E>>
 where
     S: futures::Stream<Item = Result<K, E>>,
@@ -356,16 +361,14 @@ where
     credentials.try_filter(move |_| std::future::ready(synced.all()))
 }
 
-/// Emits once, when every cache of the scope has synced.
-fn once_synced(synced: Arc<Synced3>) -> impl futures::Stream<Item = ()> {
-    futures::stream::once(async move {
-        while !synced.all() {
-            tokio::time::sleep(SYNC_POLL).await;
-        }
-    })
+/// Resolves when every cache of the scope has synced.
+async fn all_synced(synced: Arc<Synced3>) {
+    while !synced.all() {
+        tokio::time::sleep(SYNC_POLL).await;
+    }
 }
 
-/// How often [`once_synced`] looks.
+/// How often [`all_synced`] looks.
 const SYNC_POLL: Duration = Duration::from_millis(20);
 
 fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
@@ -401,6 +404,7 @@ pub async fn run(
             owned_secrets: caches.owned_secrets,
             synced: caches.synced,
             wakes: caches.wakes,
+            bulk: caches.bulk,
         });
         let shared = shared.clone();
         controller
@@ -433,6 +437,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     let (cr_reader, cr_writer) = reflector::store();
     let index = Arc::new(ClientSecretIndex::default());
     let wakes = Arc::new(Wakes::default());
+    let bulk = Arc::new(Bulk::default());
     let flags = synced.clone();
     let crs = watcher(api::<CachedCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
@@ -498,7 +503,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     let mapper_store = cr_reader.clone();
     let mut controller = Controller::for_stream(crs, cr_reader.clone())
         .with_config(ControllerConfig::default().concurrency(shared.settings.concurrency))
-        .reconcile_all_on(once_synced(synced.clone()))
+        .watches_stream(bulk.clone().stream(cr_reader.clone(), all_synced(synced.clone())), crate::wakes::credential_of)
         .watches_stream(wakes.clone().stream(), crate::wakes::credential_of);
     match shared.settings.secret_access {
         SecretAccess::Watch => {
@@ -513,7 +518,13 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
             synced.owned_secrets.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
-    let caches =
-        Caches { credentials: cr_reader, client_secrets: client_reader, owned_secrets: owned_views, synced, wakes };
+    let caches = Caches {
+        credentials: cr_reader,
+        client_secrets: client_reader,
+        owned_secrets: owned_views,
+        synced,
+        wakes,
+        bulk,
+    };
     (controller, caches)
 }

@@ -4,6 +4,7 @@
 //! [`controller`] runs [`reconcile`], which reads it, asks the token [`token::broker`] for a
 //! token, renders the target Secret ([`target`]) and records what [`status`] decides.
 
+pub mod bulk;
 pub mod cli;
 pub mod cluster;
 pub mod conditions;

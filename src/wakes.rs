@@ -124,7 +124,12 @@ fn until(t: Timestamp) -> Duration {
 }
 
 fn as_object(due: ObjectRef<CachedCredential>) -> PartialObjectMeta<CachedCredential> {
-    ObjectMeta { name: Some(due.name), namespace: due.namespace, ..ObjectMeta::default() }.into_request_partial()
+    request(due.namespace.unwrap_or_default(), due.name)
+}
+
+/// A reconcile trigger for `namespace/name`, for `watches_stream` with [`credential_of`].
+pub fn request(namespace: String, name: String) -> PartialObjectMeta<CachedCredential> {
+    ObjectMeta { name: Some(name), namespace: Some(namespace), ..ObjectMeta::default() }.into_request_partial()
 }
 
 /// The credential a [`Wakes::stream`] item names.
