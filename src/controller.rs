@@ -350,10 +350,10 @@ impl Synced3 {
     }
 }
 
-/// The credentials' changes as reconcile triggers, none before every cache of the scope has
-/// synced (a reconcile then could only requeue, and 100,000 credentials requeueing every
-/// 200 ms while the lists are still running crowd out the lists). The caches fill meanwhile;
-/// [`Bulk`] then reconciles everything they hold, once [`all_synced`].
+/// Changes (of credentials and of Secrets) as reconcile triggers, none before every cache of
+/// the scope has synced (a reconcile then could only requeue, and 100,000 credentials
+/// requeueing every 200 ms while the lists are still running crowd out the lists). The caches
+/// fill meanwhile; [`Bulk`] then reconciles everything they hold, once [`all_synced`].
 fn only_once_synced<S, K, E>(synced: Arc<Synced3>, credentials: S) -> impl futures::Stream<Item = Result<K, E>>
 where
     S: futures::Stream<Item = Result<K, E>>,
@@ -499,6 +499,10 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     .modify(strip_for_read_only_cache)
     .reflect(client_writer)
     .touched_objects();
+    // Secrets trigger too: listing 100,000 token Secrets would otherwise put 100,000
+    // reconciles into the scheduler before anything can be decided.
+    let (owned, client_secrets) =
+        (only_once_synced(synced.clone(), owned), only_once_synced(synced.clone(), client_secrets));
 
     let mapper_store = cr_reader.clone();
     let mut controller = Controller::for_stream(crs, cr_reader.clone())
@@ -527,4 +531,33 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
         bulk,
     };
     (controller, caches)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn triggers_pass_only_once_every_cache_synced() {
+        let synced = Arc::new(Synced3::default());
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<u32, ()>>();
+        let mut triggers = Box::pin(only_once_synced(synced.clone(), rx));
+        let send = |i| tx.unbounded_send(Ok(i)).unwrap();
+        fn next<S: futures::Stream + Unpin>(triggers: &mut S) -> Option<S::Item> {
+            futures::FutureExt::now_or_never(triggers.next()).flatten()
+        }
+        send(1);
+        synced.credentials.store(true, SeqCst);
+        synced.owned_secrets.store(true, SeqCst);
+        send(2);
+        assert_eq!(next(&mut triggers), None, "dropped while the client Secrets are still listed");
+        synced.client_secrets.store(true, SeqCst);
+        send(3);
+        assert_eq!(next(&mut triggers), Some(Ok(3)));
+        assert!(futures::FutureExt::now_or_never(all_synced(synced)).is_some());
+    }
 }
