@@ -69,15 +69,18 @@ impl Bulk {
         store: Store<CachedCredential>,
         synced: impl Future<Output = ()> + Send + 'static,
     ) -> impl Stream<Item = Result<PartialObjectMeta<CachedCredential>, watcher::Error>> + Send + 'static {
-        let names = async move {
+        let cached = async move {
             synced.await;
-            // Names only: holding the objects would keep each replaced one alive until its turn.
-            store.state().iter().map(|cr| (cr.namespace().unwrap_or_default(), cr.name_any())).collect::<Vec<_>>()
+            // A pointer each (8 bytes, where names would be about 80): an object replaced
+            // before its turn stays alive only until then.
+            store.state()
         };
-        futures::stream::once(names).flat_map(move |names| {
+        futures::stream::once(cached).flat_map(move |cached| {
             let bulk = self.clone();
-            futures::stream::unfold((bulk, names.into_iter()), |(bulk, mut names)| async move {
-                let (namespace, name) = names.next()?;
+            futures::stream::unfold((bulk, cached.into_iter()), |(bulk, mut cached)| async move {
+                let cr = cached.next()?;
+                let (namespace, name) = (cr.namespace().unwrap_or_default(), cr.name_any());
+                drop(cr);
                 loop {
                     // Registered before looking, so a slot freed in between is not missed.
                     let taken = bulk.taken.notified();
@@ -88,7 +91,7 @@ impl Bulk {
                     let _ = tokio::time::timeout(FORGET_AFTER, taken).await;
                 }
                 bulk.handed_over(&namespace, &name, Instant::now());
-                Some((Ok(crate::wakes::request(namespace, name)), (bulk, names)))
+                Some((Ok(crate::wakes::request(namespace, name)), (bulk, cached)))
             })
         })
     }

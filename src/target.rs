@@ -206,9 +206,10 @@ pub fn merge(existing: &Secret, desired: &Secret) -> Secret {
 /// per renewal or repair).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CachedSecret {
-    owners: Vec<OwnerKey>,
-    labels: Vec<u64>,
-    annotations: Vec<u64>,
+    // Boxed slices, not vectors: 24 bytes less keeps the whole in jemalloc's 256-byte class.
+    owners: Box<[OwnerKey]>,
+    labels: Box<[u64]>,
+    annotations: Box<[u64]>,
     markers: Markers,
     type_: Option<String>,
     held: Option<Held>,
@@ -361,11 +362,10 @@ impl CachedSecret {
 }
 
 /// Sorted hashes of `key=value` pairs: enough to tell whether ours are all present.
-fn pair_hashes(map: &BTreeMap<String, String>) -> Vec<u64> {
+fn pair_hashes(map: &BTreeMap<String, String>) -> Box<[u64]> {
     let mut hashes: Vec<u64> = map.iter().map(|pair| hash_of(&pair)).collect();
     hashes.sort_unstable();
-    hashes.shrink_to_fit();
-    hashes
+    hashes.into_boxed_slice()
 }
 
 fn contains_all(have: &[u64], want: &[u64]) -> bool {

@@ -17,8 +17,8 @@
 //! processes, against one; 0 skips it), `BENCH_FANOUT_N` (1000 namespaces one cluster credential
 //! selects; 0 skips it), `BENCH_SCENARIOS` (`populations,wave,sharding,fanout`: the
 //! scenarios to run; a run of some only updates them in the existing `latest.json`),
-//! `BENCH_FLOOR` (1; 0 skips the populations' floors, and their ratios then read as not
-//! met), `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
+//! `BENCH_FLOOR_UP_TO` (unset: every population has its floor; else only those up to this
+//! size, the others' ratios reading as not met), `BENCH_RESULTS_DIR` (bench/results), `BENCH_OPERATOR_BIN`
 //! (target/release/groupdocs-token-operator), `BENCH_CREDENTIAL_METRICS` (passed to every
 //! operator as `--credential-metrics=<value>` when set; unset: the operator's default).
 //!
@@ -71,8 +71,8 @@ struct Config {
     sharding_n: usize,
     fanout_n: usize,
     scenarios: Scenarios,
-    /// `BENCH_FLOOR=0` skips the floors, for quicker experiments.
-    floor: bool,
+    /// `BENCH_FLOOR_UP_TO`: floors only for populations up to this size.
+    floor_up_to: usize,
     results: PathBuf,
     operator: OperatorCommand,
 }
@@ -98,7 +98,7 @@ impl Config {
             sharding_n: env_or("BENCH_SHARDING_N", 10_000),
             fanout_n: env_or("BENCH_FANOUT_N", 1_000),
             scenarios: Scenarios::parse(var("BENCH_SCENARIOS").as_deref()),
-            floor: env_or("BENCH_FLOOR", 1) != 0,
+            floor_up_to: env_or("BENCH_FLOOR_UP_TO", usize::MAX),
             results: var("BENCH_RESULTS_DIR")
                 .map_or_else(|| PathBuf::from(format!("{ROOT}/bench/results")), PathBuf::from),
             operator: OperatorCommand {
@@ -313,7 +313,7 @@ async fn population(
     );
 
     // The floor: the same writes by a plain parallel client, as the same ServiceAccount.
-    if config.floor {
+    if n <= config.floor_up_to {
         row.floor_s = floor.run(cluster, n, clients).await.as_secs_f64();
         row.ratio = row.cold_start_s / row.floor_s;
         eprintln!("bench: N={n}: floor {:.1}s, ratio {:.2}", row.floor_s, row.ratio);
