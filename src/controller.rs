@@ -371,6 +371,17 @@ async fn all_synced(synced: Arc<Synced3>) {
 /// How often [`all_synced`] looks.
 const SYNC_POLL: Duration = Duration::from_millis(20);
 
+/// A watch that completes a list after the scope's first sync (it lost its place: an outage,
+/// or its resourceVersion expired) asks for one more bulk round ([`Bulk::relisted`]). Runs
+/// before the list's own flag is set, so the first sync does not count.
+fn on_relist<K>(synced: Arc<Synced3>, bulk: Arc<Bulk>) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && synced.all() {
+            bulk.relisted();
+        }
+    }
+}
+
 fn mark_synced<K>(flag: &std::sync::atomic::AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
     if matches!(event, Ok(watcher::Event::InitDone)) {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -441,6 +452,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
     let flags = synced.clone();
     let crs = watcher(api::<CachedCredential>(client, scope), credentials_watch_config(&shared.settings))
         .default_backoff()
+        .inspect(on_relist(synced.clone(), bulk.clone()))
         .inspect(move |e| mark_synced(&flags.credentials, e))
         .inspect({
             let (index, wakes, store) = (index.clone(), wakes.clone(), cr_reader.clone());
@@ -481,6 +493,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
             }
         }
     })
+    .inspect(on_relist(synced.clone(), bulk.clone()))
     .inspect(move |e| mark_synced(&flags.owned_secrets, e))
     .touched_objects()
     .try_filter({
@@ -495,6 +508,7 @@ fn controller_for(shared: Arc<Shared>, scope: Option<&str>) -> (Controller<Cache
         watcher::Config::default().labels(&format!("{CLIENT_CREDENTIALS_LABEL}=true")),
     )
     .default_backoff()
+    .inspect(on_relist(synced.clone(), bulk.clone()))
     .inspect(move |e| mark_synced(&flags.client_secrets, e))
     .modify(strip_for_read_only_cache)
     .reflect(client_writer)

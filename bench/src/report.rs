@@ -38,6 +38,8 @@ pub struct Row {
     pub restart_token_requests: u64,
     pub restart_peak_rss_mib: f64,
     pub floor_s: f64,
+    /// NaN (written as `null`) when the floor was not run (`BENCH_FLOOR_UP_TO`).
+    #[serde(deserialize_with = "nan_if_null")]
     pub ratio: f64,
     /// `cold_start_s` and `floor_s` per credential, in milliseconds.
     pub cold_start_ms_per_credential: f64,
@@ -73,11 +75,18 @@ pub struct Baseline {
 }
 
 /// One target of issue #14, checked against this run.
+/// JSON has no NaN: serde_json writes it as `null`, which must read back as NaN, not fail
+/// the whole report.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
     /// What it was measured on: `N=100000`, `fan-out 1000 namespaces`.
     pub scope: String,
+    #[serde(deserialize_with = "nan_if_null")]
     pub value: f64,
     /// `<=` or `<`.
     pub comparison: String,
@@ -433,4 +442,22 @@ fn svg(title: &str, a: &[(f64, f64)], b: &[(f64, f64)], a_name: &str, b_name: &s
         if b.is_empty() { String::new() } else { line(b, "#ff7f0e") },
         w - 150.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_without_its_floor_reads_back() {
+        let mut report = Report::new();
+        report.rows.push(Row { n: 100_000, ratio: f64::NAN, ..Row::default() });
+        report.targets = report.check_targets();
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.contains("\"ratio\":null"), "JSON has no NaN");
+        let read: Report = serde_json::from_str(&text).expect("a report with a skipped floor reads back");
+        assert!(read.rows[0].ratio.is_nan());
+        let ratio = read.targets.iter().find(|t| t.name.contains("floor")).unwrap();
+        assert!(ratio.value.is_nan() && !ratio.met, "a floor not run is not a target met");
+    }
 }
