@@ -333,6 +333,28 @@ async fn e2e_restart_with_valid_tokens_sends_no_request() {
     env.cleanup().await;
 }
 
+/// More credentials than the paced start-up round lets wait in the scheduler at a time
+/// (`bulk::IN_SCHEDULER`): before the caches sync no change triggers a reconcile, so every
+/// one of them is reached only through that round, on a cold start and on a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_cold_start_and_a_restart_reach_every_credential_through_the_paced_round() {
+    let n = 3 * groupdocs_token_operator::bulk::IN_SCHEDULER;
+    let mut env = Env::new(OPERATOR, "bulk", DevServerArgs::default()).await;
+    env.put_client_secret("gd-client", "demo-client-id", "demo-client-secret", true).await;
+    let names: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| env.create_credential(n, "gd-client", json!({})))).await;
+    env.start_operator(&[]);
+    for name in &names {
+        env.wait_ready(name).await;
+    }
+    assert_eq!(env.dev.stats().token_requests, 1);
+    env.restart_operator();
+    let op = env.operator.as_ref().unwrap();
+    support::wait_reconciles_where(op, |r| r == "Ok", 0, n as u64, SECS_30).await;
+    assert_eq!(env.dev.stats().token_requests, 1, "the restart reuses every token");
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_ten_credentials_on_one_client_cost_one_request() {
     let env = env("shared").await;
